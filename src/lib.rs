@@ -1,0 +1,7 @@
+//! sirocco core: a safe PJRT runtime ([`pjrt`]) and an HLO graph builder ([`hlo`]).
+pub mod dtype;
+pub mod pjrt;
+pub mod tensor;
+
+pub use dtype::{DType, Element};
+pub use tensor::{HostTensor, TensorError};

@@ -1,0 +1,1 @@
+//! Optimizers as HLO graph builder functions (see issue: xla-optim). Not implemented yet.
