@@ -9,6 +9,7 @@ pub enum DType {
     Pred,
     U8,
     U32,
+    U64,
     I32,
     I64,
     F16,
@@ -19,10 +20,11 @@ pub enum DType {
 
 impl DType {
     /// Every supported element type.
-    pub const ALL: [DType; 9] = [
+    pub const ALL: [DType; 10] = [
         DType::Pred,
         DType::U8,
         DType::U32,
+        DType::U64,
         DType::I32,
         DType::I64,
         DType::F16,
@@ -37,7 +39,7 @@ impl DType {
             DType::Pred | DType::U8 => 1,
             DType::F16 | DType::BF16 => 2,
             DType::U32 | DType::I32 | DType::F32 => 4,
-            DType::I64 | DType::F64 => 8,
+            DType::U64 | DType::I64 | DType::F64 => 8,
         }
     }
 
@@ -47,6 +49,7 @@ impl DType {
             DType::Pred => "i1",
             DType::U8 => "ui8",
             DType::U32 => "ui32",
+            DType::U64 => "ui64",
             DType::I32 => "i32",
             DType::I64 => "i64",
             DType::F16 => "f16",
@@ -61,7 +64,7 @@ impl DType {
     }
 
     pub const fn is_integer(self) -> bool {
-        matches!(self, DType::U8 | DType::U32 | DType::I32 | DType::I64)
+        matches!(self, DType::U8 | DType::U32 | DType::U64 | DType::I32 | DType::I64)
     }
 
     pub const fn is_signed_integer(self) -> bool {
@@ -69,7 +72,7 @@ impl DType {
     }
 
     pub const fn is_unsigned_integer(self) -> bool {
-        matches!(self, DType::U8 | DType::U32)
+        matches!(self, DType::U8 | DType::U32 | DType::U64)
     }
 
     /// Parses the names users write in configs and safetensors headers (`f32`, `float32`,
@@ -79,6 +82,7 @@ impl DType {
             "pred" | "bool" | "i1" => DType::Pred,
             "u8" | "ui8" | "uint8" => DType::U8,
             "u32" | "ui32" | "uint32" => DType::U32,
+            "u64" | "ui64" | "uint64" => DType::U64,
             "i32" | "s32" | "int32" => DType::I32,
             "i64" | "s64" | "int64" => DType::I64,
             "f16" | "float16" | "half" => DType::F16,
@@ -96,6 +100,7 @@ impl fmt::Display for DType {
             DType::Pred => "pred",
             DType::U8 => "u8",
             DType::U32 => "u32",
+            DType::U64 => "u64",
             DType::I32 => "i32",
             DType::I64 => "i64",
             DType::F16 => "f16",
@@ -142,19 +147,26 @@ macro_rules! numeric_element {
 
 numeric_element!(u8 => U8, u32 => U32, i32 => I32, f32 => F32, f64 => F64);
 
-impl sealed::Sealed for i64 {}
-impl Element for i64 {
-    const DTYPE: DType = DType::I64;
-    fn write_bytes(self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.to_ne_bytes());
-    }
-    fn read_bytes(bytes: &[u8]) -> Self {
-        i64::from_ne_bytes(bytes.try_into().expect("caller passes exactly one element"))
-    }
-    fn to_f64(self) -> f64 {
-        self as f64
-    }
+macro_rules! wide_integer_element {
+    ($($ty:ty => $dtype:ident),* $(,)?) => {$(
+        impl sealed::Sealed for $ty {}
+        impl Element for $ty {
+            const DTYPE: DType = DType::$dtype;
+            fn write_bytes(self, out: &mut Vec<u8>) {
+                out.extend_from_slice(&self.to_ne_bytes());
+            }
+            fn read_bytes(bytes: &[u8]) -> Self {
+                <$ty>::from_ne_bytes(bytes.try_into().expect("caller passes exactly one element"))
+            }
+            fn to_f64(self) -> f64 {
+                // Exact below 2^53; the nearest f64 beyond.
+                self as f64
+            }
+        }
+    )*};
 }
+
+wide_integer_element!(i64 => I64, u64 => U64);
 
 macro_rules! half_element {
     ($($ty:ty => $dtype:ident),* $(,)?) => {$(

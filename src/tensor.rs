@@ -112,6 +112,7 @@ impl HostTensor {
             DType::Pred => convert::<bool>(&self.data),
             DType::U8 => convert::<u8>(&self.data),
             DType::U32 => convert::<u32>(&self.data),
+            DType::U64 => convert::<u64>(&self.data),
             DType::I32 => convert::<i32>(&self.data),
             DType::I64 => convert::<i64>(&self.data),
             DType::F16 => convert::<half::f16>(&self.data),
