@@ -1,1 +1,2 @@
 //! The sirocco trainer library.
+pub mod devices;
