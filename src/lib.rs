@@ -1,5 +1,6 @@
 //! sirocco core: a safe PJRT runtime ([`pjrt`]) and an HLO graph builder ([`hlo`]).
 pub mod dtype;
+pub mod hlo;
 pub mod pjrt;
 pub mod tensor;
 
