@@ -2,6 +2,7 @@
 pub mod dtype;
 pub mod hlo;
 pub mod pjrt;
+pub mod program;
 pub mod tensor;
 
 pub use dtype::{DType, Element};
