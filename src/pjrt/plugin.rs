@@ -261,16 +261,13 @@ fn locate(name_or_path: &str) -> Result<(String, PathBuf)> {
     }
     let name = name_or_path;
     let env = |key: &str| std::env::var_os(key);
+    let variable = plugin_env_var(name);
+    if let Some(path) = env(&variable).map(PathBuf::from).filter(|path| !path.is_file()) {
+        tracing::warn!("{variable}={} is not a file; searching the other places", path.display());
+    }
     let mut searched = local_candidates(name, &env);
     if let Some(found) = searched.iter().find(|path| path.is_file()) {
         return Ok((name.to_owned(), found.clone()));
-    }
-    if let Some(path) = env(&plugin_env_var(name)) {
-        tracing::warn!(
-            "{}={} does not exist; searching elsewhere",
-            plugin_env_var(name),
-            Path::new(&path).display()
-        );
     }
     let installed = python_candidates(name, python_sys_path());
     if let Some(found) = installed.iter().find(|path| path.is_file()) {
