@@ -47,6 +47,9 @@ pub(crate) struct Capture {
     pub inner: ValueId,
 }
 
+/// What makes two nodes the same: op key, inputs and result types.
+type SharingKey = (String, SmallVec<[ValueId; 4]>, Vec<TensorType>);
+
 pub(crate) struct Graph {
     uid: u64,
     pub name: String,
@@ -54,8 +57,8 @@ pub(crate) struct Graph {
     /// Parameter values in order: the declared ones, then captures (regions only).
     pub parameters: Vec<ValueId>,
     pub parameter_names: Vec<String>,
-    /// Op key, inputs and result types of every shareable node.
-    cse: HashMap<(String, SmallVec<[ValueId; 4]>, Vec<TensorType>), u32>,
+    /// Every shareable node by its key.
+    cse: HashMap<SharingKey, u32>,
     pub error: Option<HloError>,
     parent: Option<Weak<RefCell<Graph>>>,
     pub captures: Vec<Capture>,
