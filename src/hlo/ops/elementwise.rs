@@ -553,8 +553,8 @@ impl Value {
         self.compare_at(other, Comparison::Ge, Location::caller())
     }
 
-    /// `self ? on_true : on_false` elementwise; `self` is pred, of the branches' dimensions
-    /// or rank 0. A rank-0 branch broadcasts.
+    /// `self ? on_true : on_false` elementwise; `self` is pred. Rank-0 operands broadcast: a
+    /// scalar predicate to the branches, scalar branches to the predicate.
     #[track_caller]
     pub fn select(&self, on_true: &Value, on_false: &Value) -> Value {
         let location = Location::caller();
@@ -562,10 +562,13 @@ impl Value {
         check(self, self.dtype() == DType::Pred, "select", location, || {
             format!("predicate must be pred, got {:?}", self.ty())
         });
-        let predicate = if self.rank() == 0 && on_true.rank() > 0 {
-            self.broadcast_in_dim_at(on_true.dims(), &[], location)
+        let (predicate, on_true, on_false) = if self.rank() == 0 && on_true.rank() > 0 {
+            (self.broadcast_in_dim_at(on_true.dims(), &[], location), on_true, on_false)
+        } else if self.rank() > 0 && on_true.rank() == 0 {
+            let spread = |branch: &Value| branch.broadcast_in_dim_at(self.dims(), &[], location);
+            (self.clone(), spread(&on_true), spread(&on_false))
         } else {
-            self.clone()
+            (self.clone(), on_true, on_false)
         };
         check(self, predicate.dims() == on_true.dims(), "select", location, || {
             format!("predicate {:?} does not match branches {:?}", self.ty(), on_true.ty())
