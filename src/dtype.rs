@@ -75,6 +75,25 @@ impl DType {
         matches!(self, DType::U8 | DType::U32 | DType::U64)
     }
 
+    /// Native-endian bytes of `value` converted to this type (floats round to nearest,
+    /// integers truncate toward zero and saturate, pred is `value != 0`).
+    pub fn encode_f64(self, value: f64) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(self.size_in_bytes());
+        match self {
+            DType::Pred => (value != 0.0).write_bytes(&mut bytes),
+            DType::U8 => (value as u8).write_bytes(&mut bytes),
+            DType::U32 => (value as u32).write_bytes(&mut bytes),
+            DType::U64 => (value as u64).write_bytes(&mut bytes),
+            DType::I32 => (value as i32).write_bytes(&mut bytes),
+            DType::I64 => (value as i64).write_bytes(&mut bytes),
+            DType::F16 => half::f16::from_f64(value).write_bytes(&mut bytes),
+            DType::BF16 => half::bf16::from_f64(value).write_bytes(&mut bytes),
+            DType::F32 => (value as f32).write_bytes(&mut bytes),
+            DType::F64 => value.write_bytes(&mut bytes),
+        }
+        bytes
+    }
+
     /// Parses the names users write in configs and safetensors headers (`f32`, `float32`,
     /// `bfloat16`, `bool`, ...).
     pub fn parse(name: &str) -> Option<DType> {

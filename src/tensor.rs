@@ -75,6 +75,12 @@ impl HostTensor {
         Self::from_bytes(dtype, dims, vec![0; count * dtype.size_in_bytes()])
     }
 
+    /// A tensor of `dims` with every element `value` (converted as [`DType::encode_f64`]).
+    pub fn full(dtype: DType, dims: &[i64], value: f64) -> Result<Self, TensorError> {
+        let count = element_count(dims)?;
+        Self::from_bytes(dtype, dims, dtype.encode_f64(value).repeat(count))
+    }
+
     pub fn dtype(&self) -> DType {
         self.dtype
     }

@@ -72,25 +72,6 @@ impl Operation for Iota {
     }
 }
 
-/// Native-endian bytes of `value` converted to `dtype` (floats round to nearest, integers
-/// truncate toward zero and saturate, pred is `value != 0`).
-pub(crate) fn encode_f64(dtype: DType, value: f64) -> Vec<u8> {
-    let mut bytes = Vec::with_capacity(dtype.size_in_bytes());
-    match dtype {
-        DType::Pred => (value != 0.0).write_bytes(&mut bytes),
-        DType::U8 => (value as u8).write_bytes(&mut bytes),
-        DType::U32 => (value as u32).write_bytes(&mut bytes),
-        DType::U64 => (value as u64).write_bytes(&mut bytes),
-        DType::I32 => (value as i32).write_bytes(&mut bytes),
-        DType::I64 => (value as i64).write_bytes(&mut bytes),
-        DType::F16 => half::f16::from_f64(value).write_bytes(&mut bytes),
-        DType::BF16 => half::bf16::from_f64(value).write_bytes(&mut bytes),
-        DType::F32 => (value as f32).write_bytes(&mut bytes),
-        DType::F64 => value.write_bytes(&mut bytes),
-    }
-    bytes
-}
-
 impl Builder {
     fn constant_node(&self, ty: TensorType, data: Rc<[u8]>, location: &'static Location<'static>) -> Value {
         let op = Rc::new(Constant { ty: ty.clone(), data });
@@ -113,7 +94,7 @@ impl Builder {
     /// A rank-0 constant of `dtype` with `value` converted to it.
     #[track_caller]
     pub fn scalar_of(&self, dtype: DType, value: f64) -> Value {
-        self.constant_node(TensorType::scalar(dtype), encode_f64(dtype, value).into(), Location::caller())
+        self.constant_node(TensorType::scalar(dtype), dtype.encode_f64(value).into(), Location::caller())
     }
 
     /// A tensor of type `ty` with every element `value`, built as a broadcast scalar so that

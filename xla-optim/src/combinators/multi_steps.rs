@@ -1,0 +1,101 @@
+//! `optax.MultiSteps`: gradient accumulation over `every_k` calls. Calls 1..k-1 fold the
+//! gradients into a running mean and output zeros; call k applies the inner transformation to
+//! the mean and resets the accumulator. The accumulator is the only parameter-sized copy; the
+//! inner update runs only on the k-th call (a `cond`), so its state is read and written once
+//! per k calls.
+
+use std::sync::Arc;
+
+use sirocco::hlo::{cond, Value};
+
+use crate::error::Result;
+use crate::transform::{
+    expect_state, increment, GradientTransformation, ParamSpec, StateSpec, Transform, Update, UpdateContext,
+};
+
+#[derive(Debug)]
+pub struct MultiSteps {
+    pub inner: Transform,
+    pub every_k: i64,
+}
+
+pub fn multi_steps(inner: Transform, every_k: i64) -> Transform {
+    Arc::new(MultiSteps { inner, every_k })
+}
+
+impl GradientTransformation for MultiSteps {
+    fn name(&self) -> String {
+        "multi_steps".into()
+    }
+
+    /// State: mini_step, gradient_step, `acc_grads/...`, then the inner state.
+    fn init(&self, params: &[ParamSpec]) -> Result<Vec<StateSpec>> {
+        let mut state = vec![
+            StateSpec { name: "mini_step".into(), ..StateSpec::count() },
+            StateSpec { name: "gradient_step".into(), ..StateSpec::count() },
+        ];
+        state.extend(StateSpec::per_param("acc_grads", params, 0.0));
+        state.extend(self.inner.init(params)?.into_iter().map(|spec| spec.prefixed("inner")));
+        Ok(state)
+    }
+
+    fn update(&self, ctx: &UpdateContext, updates: &[Value], state: &[Value]) -> Result<Update> {
+        let n = updates.len();
+        let inner_size = self.inner.init(ctx.specs)?.len();
+        expect_state("multi_steps", state, 2 + n + inner_size)?;
+        let (mini_step, gradient_step) = (&state[0], &state[1]);
+        let accumulated: Vec<Value> = updates
+            .iter()
+            .zip(&state[2..2 + n])
+            .map(|(g, acc)| acc + &((g - acc) / (mini_step + 1.0).convert(g.dtype())))
+            .collect();
+        let inner_state = &state[2 + n..];
+        let is_final = mini_step.ge(&mini_step.scalar_like((self.every_k - 1) as f64));
+
+        // Branch operands: accumulated means, inner state, parameters.
+        let mut operands = accumulated.clone();
+        operands.extend(inner_state.iter().cloned());
+        operands.extend(ctx.params.iter().cloned());
+        let mut failure = None;
+        let outputs = cond(
+            &is_final,
+            &operands,
+            |locals| {
+                let (grads, rest) = locals.split_at(n);
+                let (inner, params) = rest.split_at(inner_size);
+                let sub = ctx.subset(params, ctx.specs);
+                match self.inner.update(&sub, grads, inner) {
+                    Ok(result) => {
+                        ctx.absorb(sub);
+                        let mut outputs = result.updates;
+                        outputs.extend(result.state);
+                        outputs
+                    }
+                    Err(error) => {
+                        failure = Some(error);
+                        let mut outputs: Vec<Value> = grads.iter().map(Value::zeros_like).collect();
+                        outputs.extend(inner.iter().cloned());
+                        outputs
+                    }
+                }
+            },
+            |locals| {
+                let (grads, rest) = locals.split_at(n);
+                let mut outputs: Vec<Value> = grads.iter().map(Value::zeros_like).collect();
+                outputs.extend(rest[..inner_size].iter().cloned());
+                outputs
+            },
+        );
+        if let Some(error) = failure {
+            return Err(error);
+        }
+        let zero = mini_step.zeros_like();
+        let mut new_state = vec![
+            is_final.select(&zero, &increment(mini_step)),
+            is_final.select(&increment(gradient_step), gradient_step),
+        ];
+        new_state.extend(accumulated.iter().map(|acc| is_final.select(&acc.zeros_like(), acc)));
+        new_state.extend(outputs[n..].iter().cloned());
+        Ok(Update { updates: outputs[..n].to_vec(), state: new_state })
+    }
+}
