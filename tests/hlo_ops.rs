@@ -589,20 +589,6 @@ fn dot_general_reference(lhs: &Array, rhs: &Array, d: &DotDimensions) -> Array {
     })
 }
 
-fn dot(
-    lhs_batch: &[usize],
-    rhs_batch: &[usize],
-    lhs_contracting: &[usize],
-    rhs_contracting: &[usize],
-) -> DotDimensions {
-    DotDimensions {
-        lhs_batch: lhs_batch.to_vec(),
-        rhs_batch: rhs_batch.to_vec(),
-        lhs_contracting: lhs_contracting.to_vec(),
-        rhs_contracting: rhs_contracting.to_vec(),
-    }
-}
-
 #[test]
 fn dot_general_forms() {
     let mut rng = rng();

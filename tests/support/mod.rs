@@ -5,7 +5,7 @@
 use std::sync::OnceLock;
 
 use rand::{Rng, SeedableRng};
-use sirocco::hlo::{Builder, Function, Value};
+use sirocco::hlo::{Builder, DotDimensions, Function, Value};
 use sirocco::pjrt::{Client, ClientOptions, Plugin};
 use sirocco::program::Program;
 use sirocco::{DType, Element, HostTensor};
@@ -168,6 +168,21 @@ impl Array {
 
     pub fn tensor(&self) -> HostTensor {
         self.tensor_of(DType::F64)
+    }
+}
+
+/// Dot dimension numbers from the four lists (batch, then contracting, lhs before rhs).
+pub fn dot(
+    lhs_batch: &[usize],
+    rhs_batch: &[usize],
+    lhs_contracting: &[usize],
+    rhs_contracting: &[usize],
+) -> DotDimensions {
+    DotDimensions {
+        lhs_batch: lhs_batch.to_vec(),
+        rhs_batch: rhs_batch.to_vec(),
+        lhs_contracting: lhs_contracting.to_vec(),
+        rhs_contracting: rhs_contracting.to_vec(),
     }
 }
 
