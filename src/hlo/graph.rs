@@ -66,6 +66,8 @@ pub(crate) struct Graph {
     pub mesh: Option<Mesh>,
     /// 0 for a function, 1 + the parent's depth for a region.
     depth: usize,
+    /// A region whose op is built: nothing may be added to it any more.
+    sealed: bool,
 }
 
 static NEXT_GRAPH_UID: AtomicU64 = AtomicU64::new(1);
@@ -86,6 +88,7 @@ impl Graph {
             error: None,
             parent: parent.map(Rc::downgrade),
             captures: Vec::new(),
+            sealed: false,
         }
     }
 
@@ -206,6 +209,9 @@ impl Builder {
     #[track_caller]
     pub fn parameter(&self, name: impl Into<String>, ty: TensorType) -> Value {
         let location = Location::caller();
+        if let Some(poisoned) = refuse_sealed(&self.graph, "parameter", std::slice::from_ref(&ty), location) {
+            return poisoned.into_iter().next().expect("one result");
+        }
         let mut graph = self.graph.borrow_mut();
         let id = push_node(&mut graph, Rc::new(Parameter), SmallVec::new(), [ty.clone()].into(), location);
         graph.parameters.push(id);
@@ -326,6 +332,7 @@ impl Builder {
             drop(graph);
         }
         let output_types = outputs.iter().map(|&id| child.graph.borrow().ty(id).clone()).collect();
+        child.graph.borrow_mut().sealed = true;
         Region { graph: child.graph, outputs, output_types }
     }
 }
@@ -381,21 +388,20 @@ fn resolve_input(graph: &GraphRef, value: &Value, location: &'static Location<'s
     if Rc::ptr_eq(graph, &value.graph) {
         return Some(value.id);
     }
-    let parent = graph.borrow().parent.as_ref().and_then(Weak::upgrade);
-    let Some(parent) = parent else {
-        record_error(
-            graph,
-            HloError::at(
-                "capture",
-                format!(
-                    "a value of type {:?} from function `{}` is used in function `{}`; pass it as a parameter",
-                    value.ty,
-                    value.graph.borrow().name,
-                    graph.borrow().name
-                ),
-                location,
+    let Some(parent) = parent_of(graph) else {
+        let error = HloError::at(
+            "capture",
+            format!(
+                "a value of type {:?} from function `{}` is used in function `{}`; pass it as a parameter",
+                value.ty,
+                value.graph.borrow().name,
+                graph.borrow().name
             ),
+            location,
         );
+        // Whichever of the two functions is built reports the mistake.
+        record_error(&root_of(&value.graph), error.clone());
+        record_error(graph, error);
         return None;
     };
     // Make the value available in the parent first (it may come from further out).
@@ -412,6 +418,54 @@ fn resolve_input(graph: &GraphRef, value: &Value, location: &'static Location<'s
     inner_graph.parameter_names.push(format!("capture_{index}"));
     inner_graph.captures.push(Capture { outer, inner });
     Some(inner)
+}
+
+/// The graph enclosing the region `graph` (`None` for a function).
+fn parent_of(graph: &GraphRef) -> Option<GraphRef> {
+    graph.borrow().parent.as_ref().and_then(Weak::upgrade)
+}
+
+/// The function graph that `graph` is a region of (itself for a function).
+fn root_of(graph: &GraphRef) -> GraphRef {
+    let mut current = graph.clone();
+    while let Some(parent) = parent_of(&current) {
+        current = parent;
+    }
+    current
+}
+
+/// Whether `graph` or a graph enclosing it has recorded an error: a region built after a
+/// mistake in its function builds nothing either.
+fn has_error(graph: &GraphRef) -> bool {
+    let mut current = Some(graph.clone());
+    while let Some(graph) = current {
+        if graph.borrow().error.is_some() {
+            return true;
+        }
+        current = parent_of(&graph);
+    }
+    false
+}
+
+/// When `graph` is a finished region (a value computed inside a loop or branch body was kept
+/// and used after its op was built), records the mistake on the enclosing function and
+/// returns placeholders of `outputs`.
+fn refuse_sealed(
+    graph: &GraphRef,
+    op: &'static str,
+    outputs: &[TensorType],
+    location: &'static Location<'static>,
+) -> Option<Vec<Value>> {
+    if !graph.borrow().sealed {
+        return None;
+    }
+    let message = format!(
+        "uses a value computed inside the region `{}` after that region was finished; return the \
+         value from the region (as a carry or output) instead",
+        graph.borrow().name
+    );
+    record_error(&root_of(graph), HloError::at(op, message, location));
+    Some(poisoned(graph, outputs.to_vec(), location))
 }
 
 /// The builder of the most deeply nested graph among `values` (ops on values of a region and
@@ -434,6 +488,9 @@ pub(crate) fn add_node(
     outputs: Vec<TensorType>,
     location: &'static Location<'static>,
 ) -> Vec<Value> {
+    if let Some(poisoned) = refuse_sealed(graph, op.name(), &outputs, location) {
+        return poisoned;
+    }
     let mut ids = SmallVec::<[ValueId; 4]>::with_capacity(inputs.len());
     for input in inputs {
         match resolve_input(graph, input, location) {
@@ -441,7 +498,7 @@ pub(crate) fn add_node(
             None => break,
         }
     }
-    if graph.borrow().error.is_some() {
+    if has_error(graph) {
         return poisoned(graph, outputs, location);
     }
     let mut graph_mut = graph.borrow_mut();
@@ -589,12 +646,12 @@ impl Function {
     #[track_caller]
     pub fn shard_parameter(&mut self, parameter: usize, sharding: Sharding) -> Result<()> {
         let types = self.parameter_types();
-        let ty = types.get(parameter).ok_or_else(|| {
-            HloError::new(
+        let Some(ty) = types.get(parameter) else {
+            return Err(HloError::new(
                 "shard_parameter",
                 format!("parameter {parameter} out of range ({} parameters)", types.len()),
-            )
-        })?;
+            ));
+        };
         sharding.check(ty, self.mesh.as_ref(), "shard_parameter")?;
         self.parameter_shardings[parameter] = Some(sharding);
         Ok(())
@@ -602,12 +659,12 @@ impl Function {
 
     #[track_caller]
     pub fn shard_output(&mut self, output: usize, sharding: Sharding) -> Result<()> {
-        let ty = self.output_types.get(output).ok_or_else(|| {
-            HloError::new(
+        let Some(ty) = self.output_types.get(output) else {
+            return Err(HloError::new(
                 "shard_output",
                 format!("output {output} out of range ({} outputs)", self.output_types.len()),
-            )
-        })?;
+            ));
+        };
         sharding.check(ty, self.mesh.as_ref(), "shard_output")?;
         self.output_shardings[output] = Some(sharding);
         Ok(())

@@ -378,15 +378,15 @@ fn scan_at(
         Some(length) => length >= 0 && xs.iter().all(|x| x.rank() >= 1 && x.dims()[0] == length),
         None => false,
     };
-    if !check(anchor, valid_length, "scan", location, || {
+    // After a mistake the body is still built (with placeholder types) so that the caller gets
+    // as many results as it expects; the graph holds the error and builds nothing more.
+    check(anchor, valid_length, "scan", location, || {
         let x_types = types_of(xs);
         format!("length {length:?} does not match the leading dimension of xs {x_types:?}")
-    }) {
-        return (init.to_vec(), Vec::new());
-    }
-    let length = length.expect("checked above");
+    });
+    let length = length.unwrap_or(0);
     let mut parameter_types = types_of(init);
-    parameter_types.extend(xs.iter().map(|x| x.ty().with_dims(&x.dims()[1..])));
+    parameter_types.extend(xs.iter().map(|x| x.ty().with_dims(x.dims().get(1..).unwrap_or_default())));
     let mut ys_count = 0;
     let region = builder.region_at(
         "scan_body",
@@ -400,24 +400,19 @@ fn scan_at(
         },
         location,
     );
-    let carry_types = &region.output_types[..region.output_types.len() - ys_count];
-    if !check(anchor, carry_types == types_of(init).as_slice(), "scan", location, || {
+    let (carry_types, y_types) = region.output_types.split_at(region.output_types.len() - ys_count);
+    check(anchor, carry_types == types_of(init).as_slice(), "scan", location, || {
         format!("the body returns a carry of {carry_types:?} for an initial carry of {:?}", types_of(init))
-    }) {
-        return (init.to_vec(), Vec::new());
-    }
-    let captures = region.captures();
-    let mut output_types: Vec<TensorType> = region.output_types.clone();
-    for ty in output_types.iter_mut().skip(init.len()) {
+    });
+    let stacked = |ty: &TensorType| {
         let mut dims = vec![length];
         dims.extend_from_slice(&ty.dims);
-        *ty = ty.with_dims(&dims);
-    }
-    for value in init {
-        let mut dims = vec![length];
-        dims.extend_from_slice(value.dims());
-        output_types.push(value.ty().with_dims(&dims));
-    }
+        ty.with_dims(&dims)
+    };
+    let mut output_types = types_of(init);
+    output_types.extend(y_types.iter().map(stacked));
+    output_types.extend(init.iter().map(|value| stacked(value.ty())));
+    let captures = region.captures();
     let mut inputs: Vec<&Value> = init.iter().collect();
     inputs.extend(xs);
     inputs.extend(&captures);
