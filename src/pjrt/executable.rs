@@ -12,6 +12,7 @@ use super::device::Device;
 use super::error::{ErrorCode, PjrtError, Result};
 use super::event::Event;
 use super::ffi;
+use super::named_value::{named_value_from_raw, NamedValue};
 
 /// The program format `PJRT_Client_Compile` gets: StableHLO (or any MLIR dialect the plugin
 /// reads) as text.
@@ -225,6 +226,33 @@ impl Executable {
                 None
             }
         }
+    }
+
+    /// XLA's cost analysis of the compiled program (on XLA plugins: `flops`,
+    /// `bytes accessed`, `transcendentals`, ... per device), as the plugin reports it.
+    pub fn cost_analysis(&self) -> Result<Vec<(String, NamedValue)>> {
+        let mut analysis = args!(PJRT_Executable_GetCostAnalysis_Args { executable: self.executable.raw });
+        // SAFETY: the executable is live; the properties it returns live as long as it and
+        // are copied before this returns.
+        unsafe {
+            pjrt_call!(self.client().api(), PJRT_Executable_GetCostAnalysis, &mut analysis)?;
+            let raw = if analysis.num_properties == 0 || analysis.properties.is_null() {
+                &[][..]
+            } else {
+                std::slice::from_raw_parts(analysis.properties, analysis.num_properties)
+            };
+            Ok(raw.iter().filter_map(|value| named_value_from_raw(value)).collect())
+        }
+    }
+
+    /// One number of [`Executable::cost_analysis`] (e.g. `"flops"`), when reported.
+    pub fn cost(&self, name: &str) -> Option<f64> {
+        let analysis = self.cost_analysis().ok()?;
+        analysis.into_iter().find(|(key, _)| key == name).and_then(|(_, value)| match value {
+            NamedValue::Float(value) => Some(f64::from(value)),
+            NamedValue::Int64(value) => Some(value as f64),
+            _ => None,
+        })
     }
 
     /// The plugin's serialization of the compiled executable (valid for the same plugin

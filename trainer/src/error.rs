@@ -1,0 +1,42 @@
+//! Errors of the trainer library: each says what went wrong and where (file, field path,
+//! tensor name, plugin) so the command line can print it as is.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainerError {
+    /// A config file or value is wrong; `path` is the field path (`trainer.mesh.data`).
+    #[error("{file}: {path}: {message}")]
+    Config { file: String, path: String, message: String },
+    /// Reading or writing a file failed.
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    /// A safetensors file is malformed or lacks a tensor.
+    #[error("{path}: {message}")]
+    Tensors { path: PathBuf, message: String },
+    #[error(transparent)]
+    Optim(#[from] xla_optim::OptimError),
+    #[error(transparent)]
+    Program(#[from] sirocco::program::ProgramError),
+    #[error(transparent)]
+    Runtime(#[from] sirocco::pjrt::PjrtError),
+    #[error(transparent)]
+    Build(#[from] sirocco::hlo::HloError),
+    #[error(transparent)]
+    Tensor(#[from] sirocco::TensorError),
+    /// Anything else, described.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl TrainerError {
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        TrainerError::Io { path: path.into(), source }
+    }
+
+    pub fn tensors(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
+        TrainerError::Tensors { path: path.into(), message: message.into() }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, TrainerError>;
