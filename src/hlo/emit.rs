@@ -190,11 +190,12 @@ impl Emitter {
         self.out.push('\n');
     }
 
-    /// The attribute that places a value: GSPMD `mhlo.sharding` or Shardy `sdy.sharding`.
-    pub fn sharding_attribute(&self, sharding: &Sharding) -> String {
+    /// The attribute that places a value of type `ty`: GSPMD `mhlo.sharding` or Shardy
+    /// `sdy.sharding` (which spells out every dimension, replicated ones too).
+    pub fn sharding_attribute(&self, sharding: &Sharding, ty: &TensorType) -> String {
         match self.options.partitioner {
             Partitioner::Gspmd => format!("mhlo.sharding = \"{}\"", sharding.gspmd(self.mesh.as_ref())),
-            Partitioner::Shardy => format!("sdy.sharding = {}", sharding.shardy()),
+            Partitioner::Shardy => format!("sdy.sharding = {}", sharding.shardy_for_rank(ty.rank())),
         }
     }
 }
@@ -233,13 +234,18 @@ impl Function {
             }
         }
 
+        // On a mesh, a parameter or output without a sharding is written as replicated: left
+        // out, the partitioner may choose to split it (Shardy does for outputs), and callers
+        // would get shards where they expect whole arrays.
+        let placement = |sharding: &Option<Sharding>, ty: &TensorType| -> Option<String> {
+            let sharding = sharding.clone().or_else(|| self.mesh.as_ref().map(|_| Sharding::Replicated))?;
+            Some(emitter.sharding_attribute(&sharding, ty))
+        };
         let parameter_names: Vec<String> = (0..graph.parameters.len()).map(|i| format!("%arg{i}")).collect();
         let mut arguments = Vec::with_capacity(graph.parameters.len());
         for (index, &parameter) in graph.parameters.iter().enumerate() {
-            let mut attributes = Vec::new();
-            if let Some(sharding) = &self.parameter_shardings[index] {
-                attributes.push(emitter.sharding_attribute(sharding));
-            }
+            let mut attributes: Vec<String> =
+                placement(&self.parameter_shardings[index], graph.ty(parameter)).into_iter().collect();
             if let Some(&(_, output)) = self.donations.iter().find(|&&(p, _)| p == index) {
                 attributes.push(format!("tf.aliasing_output = {output} : i32"));
             }
@@ -253,8 +259,7 @@ impl Function {
             .iter()
             .zip(&self.output_shardings)
             .map(|(ty, sharding)| {
-                let attributes: Vec<String> =
-                    sharding.iter().map(|s| emitter.sharding_attribute(s)).collect();
+                let attributes: Vec<String> = placement(sharding, ty).into_iter().collect();
                 with_attributes(&ty.to_string(), &attributes)
             })
             .collect();

@@ -643,6 +643,8 @@ impl Function {
         self.mesh.as_ref()
     }
 
+    /// Lays parameter `parameter` out on the mesh as `sharding`. On a mesh, parameters and
+    /// outputs without a sharding are replicated.
     #[track_caller]
     pub fn shard_parameter(&mut self, parameter: usize, sharding: Sharding) -> Result<()> {
         let types = self.parameter_types();
@@ -657,6 +659,7 @@ impl Function {
         Ok(())
     }
 
+    /// Lays output `output` out on the mesh as `sharding` (replicated when not given).
     #[track_caller]
     pub fn shard_output(&mut self, output: usize, sharding: Sharding) -> Result<()> {
         let Some(ty) = self.output_types.get(output) else {

@@ -201,15 +201,6 @@ impl Sharding {
         };
         format!("[{}]", dims.join(", "))
     }
-
-    /// The Shardy attribute; the rank comes from the sharding (replicated: rank 0 form).
-    pub fn shardy(&self) -> String {
-        let rank = match self {
-            Sharding::Replicated => 0,
-            Sharding::Split(per_dimension) => per_dimension.len(),
-        };
-        self.shardy_for_rank(rank)
-    }
 }
 
 #[cfg(test)]
@@ -232,6 +223,7 @@ mod tests {
         assert_eq!(Sharding::axes(&[Some("data")]).gspmd(Some(&flat)), "{devices=[4]<=[4]}");
         assert_eq!(Sharding::Replicated.gspmd(Some(&flat)), "{replicated}");
         assert_eq!(rows.shardy_for_rank(2), "#sdy.sharding<@mesh, [{\"data\"}, {}]>");
+        assert_eq!(Sharding::Replicated.shardy_for_rank(2), "#sdy.sharding<@mesh, [{}, {}]>");
         assert_eq!(mesh.shardy(), "<[\"data\"=2, \"model\"=2]>");
     }
 
