@@ -348,7 +348,12 @@ fn fori_loop_cond_and_checkpoint() {
         let inputs = [HostTensor::scalar(taken), x.clone(), w.clone()];
         check_vjp(&mut rng, name, &inputs, |p| {
             let captured = &p[2];
-            let outputs = cond(&p[0], &p[1..2], |v| vec![&v[0].exp() * captured], |v| vec![v[0].sin()]);
+            let outputs = cond(
+                &p[0],
+                &p[1..2],
+                |v| vec![&v[0].exp() * captured],
+                |v| vec![&v[0].sin() - &captured.cos()],
+            );
             outputs[0].clone()
         });
     }
@@ -463,4 +468,52 @@ fn integer_inputs_and_stop_gradient() {
     assert_close(&out[3].to_f64_vec(), &[xs.data.iter().map(|v| v * v).sum()], EXACT, "value_and_grad value");
     assert_close(&out[4].to_f64_vec(), &xs.map(|v| 2.0 * v).data, EXACT, "value_and_grad gradient");
     assert_close(&out[5].to_f64_vec(), &xs.zip(&cts, |v, c| c * v.exp()).data, TRANSCENDENTAL, "vjp");
+}
+
+#[test]
+fn nested_control_flow() {
+    let mut rng = rng();
+    let h0 = random(&mut rng, &[3], -1.0, 1.0);
+    let weights = random(&mut rng, &[2, 3, 3], -0.8, 0.8);
+    let shift = random(&mut rng, &[3], -0.5, 0.5);
+    let inputs = [h0, weights, shift];
+    check_vjp(&mut rng, "checkpoint inside scan", &inputs, |p| {
+        let (carry, _) = scan(&p[..1], &p[1..2], ScanOptions::default(), |c, w| {
+            let layer =
+                checkpoint(&[c[0].clone(), w[0].clone()], |v| vec![(&v[1].matmul(&v[0]) + &p[2]).tanh()]);
+            (layer, Vec::new())
+        });
+        carry[0].clone()
+    });
+    check_vjp(&mut rng, "scan inside scan, with an integer carry", &inputs, |p| {
+        let step = p[0].builder().scalar(0i32);
+        let (carry, _) = scan(&[p[0].clone(), step], &p[1..2], ScanOptions::default(), |c, w| {
+            let rows = w[0].clone();
+            let (inner, _) = scan(&c[..1], &[rows], ScanOptions::default(), |h, row| {
+                (vec![&h[0] * &(&row[0] + &p[2]).sin()], Vec::new())
+            });
+            (vec![&inner[0] + &c[1].convert(DType::F64), &c[1] + 1.0], Vec::new())
+        });
+        carry[0].clone()
+    });
+    check_vjp(&mut rng, "cond inside scan", &inputs, |p| {
+        let (carry, ys) = scan(&p[..1], &p[1..2], ScanOptions::default(), |c, w| {
+            let positive = c[0].sum().gt(&c[0].scalar_like(0.0));
+            let next = cond(
+                &positive,
+                &[c[0].clone(), w[0].clone()],
+                |v| vec![v[1].matmul(&v[0]).tanh()],
+                |v| vec![(&v[1].matmul(&v[0]) + &p[2]).sin()],
+            );
+            (next.clone(), next)
+        });
+        &carry[0] + &ys[0].reduce_sum(&[0])
+    });
+    // A gradient of a gradient: the VJP rules build ordinary differentiable ops.
+    let x = random(&mut rng, &[3, 3], -1.0, 1.0);
+    let m = random(&mut rng, &[3, 3], -1.0, 1.0);
+    check_vjp(&mut rng, "second order", &[x, m], |p| {
+        let inner = (&p[1].matmul(&p[0]).tanh().square() * &p[0].exp()).reduce_max(&[1]).sum();
+        grad(&inner, &p[..2]).unwrap().remove(0)
+    });
 }
