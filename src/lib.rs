@@ -7,3 +7,7 @@ pub mod tensor;
 
 pub use dtype::{DType, Element};
 pub use tensor::{HostTensor, TensorError};
+
+#[cfg(doctest)]
+#[doc = include_str!("../docs/hlo-builder.md")]
+pub struct HloBuilderDoc;

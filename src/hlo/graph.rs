@@ -566,6 +566,12 @@ pub struct Function {
     pub(crate) mesh: Option<Mesh>,
 }
 
+impl std::fmt::Debug for Function {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Function `{}` {:?} -> {:?}", self.name(), self.parameter_types(), self.output_types)
+    }
+}
+
 impl Function {
     pub fn name(&self) -> String {
         self.graph.borrow().name.clone()
