@@ -717,34 +717,26 @@ fn argmax_and_argmin_pick_the_first_of_ties() {
         }
         best as f64
     };
-    let row = |r: i64| (0..6).map(|c| x.at(&[r, c])).collect::<Vec<_>>();
-    let column = |c: i64| (0..4).map(|r| x.at(&[r, c])).collect::<Vec<_>>();
-    let gt: fn(f64, f64) -> bool = |a, b| a > b;
-    let lt: fn(f64, f64) -> bool = |a, b| a < b;
-    checks.expect(
-        "argmax over rows",
-        &xv.argmax(1, DType::I32),
-        Array::from_fn(&[4], |i| first(row(i[0]), gt)),
-        0.0,
-    );
-    checks.expect(
-        "argmin over rows",
-        &xv.argmin(1, DType::I64),
-        Array::from_fn(&[4], |i| first(row(i[0]), lt)),
-        0.0,
-    );
-    checks.expect(
-        "argmax over columns",
-        &xv.argmax(0, DType::I32),
-        Array::from_fn(&[6], |i| first(column(i[0]), gt)),
-        0.0,
-    );
-    checks.expect(
-        "argmin over columns",
-        &xv.argmin(0, DType::I32),
-        Array::from_fn(&[6], |i| first(column(i[0]), lt)),
-        0.0,
-    );
+    let cases =
+        [(1, true, DType::I32), (1, false, DType::I64), (0, true, DType::I32), (0, false, DType::I32)];
+    for (dimension, largest, index_dtype) in cases {
+        let (value, better): (Value, fn(f64, f64) -> bool) = if largest {
+            (xv.argmax(dimension, index_dtype), |a, b| a > b)
+        } else {
+            (xv.argmin(dimension, index_dtype), |a, b| a < b)
+        };
+        let kept = 1 - dimension;
+        let expected = Array::from_fn(&[x.dims[kept]], |i| {
+            let line = (0..x.dims[dimension]).map(|j| {
+                let mut index = [0, 0];
+                (index[kept], index[dimension]) = (i[0], j);
+                x.at(&index)
+            });
+            first(line.collect(), better)
+        });
+        let name = if largest { "argmax" } else { "argmin" };
+        checks.expect(&format!("{name} over dimension {dimension}"), &value, expected, 0.0);
+    }
     checks.run();
 }
 
