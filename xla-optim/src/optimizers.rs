@@ -30,19 +30,29 @@ fn clipping(max_grad_norm: Option<f64>) -> Vec<Transform> {
     max_grad_norm.filter(|&norm| norm > 0.0).map(clip_by_global_norm).into_iter().collect()
 }
 
-/// `clip? -> moments -> masked decay? -> -learning_rate`: the chain of every Levanter
+/// `clip? -> moments -> masked decay? -> -learning_rate`: the components of every Levanter
 /// optimizer's `build`.
+fn descent_components(
+    base: &BaseConfig,
+    max_grad_norm: Option<f64>,
+    moments: Vec<Transform>,
+    weight_decay: Hyper,
+) -> Result<Vec<Transform>> {
+    let mut components = clipping(max_grad_norm);
+    components.extend(moments);
+    components.extend(base.decayed_weights(weight_decay, "optimizer")?);
+    components.push(scale_by_learning_rate(Hyper::injected("learning_rate")));
+    Ok(components)
+}
+
+/// The chain of [`descent_components`].
 fn descent_chain(
     base: &BaseConfig,
     max_grad_norm: Option<f64>,
     moments: Vec<Transform>,
     weight_decay: Hyper,
 ) -> Result<Transform> {
-    let mut components = clipping(max_grad_norm);
-    components.extend(moments);
-    components.extend(base.decayed_weights(weight_decay, "optimizer")?);
-    components.push(scale_by_learning_rate(Hyper::injected("learning_rate")));
-    Ok(chain(components))
+    Ok(chain(descent_components(base, max_grad_norm, moments, weight_decay)?))
 }
 
 /// [`descent_chain`] with the base weight decay and the learning-rate schedule injected.
@@ -345,11 +355,12 @@ impl OptimizerType for AdafactorConfig {
     }
 }
 
-/// RMSProp (optax's `rmsprop`, uncentered), with optional momentum.
+/// RMSProp (optax's `rmsprop`, uncentered), with optional momentum. optax's `decay` is
+/// `beta2` here: `decay` is the base config's learning-rate decay.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RmspropConfig {
-    pub decay: f64,
+    pub beta2: f64,
     pub epsilon: f64,
     pub initial_scale: f64,
     pub eps_in_sqrt: bool,
@@ -362,7 +373,7 @@ pub struct RmspropConfig {
 impl Default for RmspropConfig {
     fn default() -> Self {
         RmspropConfig {
-            decay: 0.9,
+            beta2: 0.9,
             epsilon: 1e-8,
             initial_scale: 0.0,
             eps_in_sqrt: true,
@@ -375,23 +386,24 @@ impl Default for RmspropConfig {
 }
 
 impl OptimizerType for RmspropConfig {
-    const DOC: &'static str = "RMSProp: clip, scale_by_rms, optional momentum, masked decay, -lr";
+    const DOC: &'static str =
+        "RMSProp (optax's rmsprop): clip, scale_by_rms, masked decay, -lr, optional momentum";
 
     fn field_docs() -> &'static [(&'static str, &'static str)] {
         &[
-            ("decay", "second-moment decay (optax's rmsprop `decay`)"),
+            ("beta2", "second-moment decay (optax's rmsprop `decay`)"),
             ("epsilon", "stabilizer: inside the sqrt when eps_in_sqrt"),
             ("initial_scale", "initial second moment"),
             ("eps_in_sqrt", "g / sqrt(v + eps) instead of g / (sqrt(v) + eps)"),
             ("bias_correction", "debias the second moment"),
-            ("momentum", "trace decay; null disables"),
+            ("momentum", "trace decay of the learning-rate-scaled updates; null disables"),
             ("nesterov", "Nesterov momentum"),
             ("max_grad_norm", "global-norm clipping threshold; null disables"),
         ]
     }
 
     fn validate(&self, _: &BaseConfig, path: &str) -> Result<()> {
-        check_beta(self.decay, path, "decay")?;
+        check_beta(self.beta2, path, "beta2")?;
         check_positive(self.epsilon, path, "epsilon")?;
         if let Some(momentum) = self.momentum {
             check_beta(momentum, path, "momentum")?;
@@ -399,15 +411,19 @@ impl OptimizerType for RmspropConfig {
         check_max_grad_norm(self.max_grad_norm, path)
     }
 
+    /// As optax's `rmsprop`, the momentum traces the updates after the learning-rate scale, so
+    /// a scheduled rate enters the trace step by step.
     fn build(&self, base: &BaseConfig, steps: u64) -> Result<Optimizer> {
-        let mut moments = vec![scale_by_rms(
-            self.decay,
+        let rms = scale_by_rms(
+            self.beta2,
             self.epsilon,
             self.initial_scale,
             self.eps_in_sqrt,
             self.bias_correction,
-        )];
-        moments.extend(self.momentum.map(|m| trace(m, self.nesterov)));
-        descent(base, steps, self.max_grad_norm, moments)
+        );
+        let mut components =
+            descent_components(base, self.max_grad_norm, vec![rms], Hyper::Constant(base.weight_decay))?;
+        components.extend(self.momentum.map(|momentum| trace(momentum, self.nesterov)));
+        base.with_learning_rate_schedule(chain(components), steps)
     }
 }
