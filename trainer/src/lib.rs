@@ -1,5 +1,6 @@
 //! The sirocco trainer library: the logic behind every `sirocco` subcommand.
 pub mod bench;
+pub mod config;
 pub mod devices;
 pub mod error;
 pub mod files;

@@ -1,0 +1,535 @@
+//! Job configs: YAML shaped like Levanter's `train_lm` configs (`data`, `model`, `trainer`,
+//! `optimizer`), with dotted `--set a.b=c` overrides. Every struct denies unknown fields, and
+//! every error names the file, the field path and what is allowed.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_yaml::{Mapping, Value as Yaml};
+
+use crate::error::{Result, TrainerError};
+
+/// Where the training and validation text comes from, and how it is tokenized.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataConfig {
+    /// Files, directories or globs of `.txt`, `.jsonl` and `.jsonl.gz` files.
+    pub train_urls: Vec<String>,
+    pub validation_urls: Vec<String>,
+    /// The JSONL field holding the text.
+    pub text_key: String,
+    /// `byte` (UTF-8 bytes, vocabulary 256 + end of text) or the path of a HuggingFace
+    /// `tokenizer.json`.
+    pub tokenizer: String,
+    /// Where tokenized corpora are cached (reused by later runs).
+    pub cache_dir: PathBuf,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        DataConfig {
+            train_urls: Vec::new(),
+            validation_urls: Vec::new(),
+            text_key: "text".into(),
+            tokenizer: "byte".into(),
+            cache_dir: PathBuf::from("data-cache/tokenized"),
+        }
+    }
+}
+
+/// The model families.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelType {
+    Llama,
+    Gpt2,
+}
+
+/// Transformer hyperparameters (Levanter's / Hugging Face's names).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    #[serde(rename = "type")]
+    pub model_type: ModelType,
+    pub seq_len: i64,
+    pub hidden_dim: i64,
+    pub intermediate_dim: i64,
+    pub num_layers: i64,
+    pub num_heads: i64,
+    pub num_kv_heads: i64,
+    pub tie_word_embeddings: bool,
+    pub rope_theta: f64,
+    pub layer_norm_epsilon: f64,
+    pub initializer_range: f64,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig {
+            model_type: ModelType::Llama,
+            seq_len: 1024,
+            hidden_dim: 768,
+            intermediate_dim: 2048,
+            num_layers: 12,
+            num_heads: 12,
+            num_kv_heads: 12,
+            tie_word_embeddings: false,
+            rope_theta: 10000.0,
+            layer_norm_epsilon: 1e-5,
+            initializer_range: 0.02,
+        }
+    }
+}
+
+impl ModelConfig {
+    pub fn head_dim(&self) -> i64 {
+        self.hidden_dim / self.num_heads.max(1)
+    }
+}
+
+/// Device mesh axis sizes; -1 takes the remaining devices.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MeshConfig {
+    pub data: i64,
+    pub model: i64,
+}
+
+impl Default for MeshConfig {
+    fn default() -> Self {
+        MeshConfig { data: -1, model: 1 }
+    }
+}
+
+/// The PJRT plugin and its client options.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeConfig {
+    /// `cpu`, `cuda`, `tpu` or the path of a plugin `.so`.
+    pub plugin: String,
+    /// Virtual devices of the CPU plugin.
+    pub cpu_device_count: Option<usize>,
+    /// Persistent compile cache directory; null uses the default (`~/.cache/sirocco/compile`).
+    pub compile_cache: Option<PathBuf>,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig { plugin: "cpu".into(), cpu_device_count: None, compile_cache: None }
+    }
+}
+
+/// When and where checkpoints are written.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckpointerConfig {
+    /// Directory of the checkpoints (`step-N/` inside); relative paths are relative to the
+    /// working directory.
+    pub base_path: PathBuf,
+    /// Save every this many steps (0: never by steps).
+    pub save_interval_steps: u64,
+    /// Save when this many minutes passed since the last save (0: never by time).
+    pub save_interval_minutes: f64,
+    /// How many checkpoints to keep (the newest).
+    pub keep: usize,
+}
+
+impl Default for CheckpointerConfig {
+    fn default() -> Self {
+        CheckpointerConfig {
+            base_path: PathBuf::from("checkpoints"),
+            save_interval_steps: 1000,
+            save_interval_minutes: 15.0,
+            keep: 2,
+        }
+    }
+}
+
+/// Where metrics go besides `run_dir/metrics.jsonl`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TrackerKind {
+    Json,
+    Tensorboard,
+}
+
+/// What to do when a step's loss or gradients are not finite.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NanPolicy {
+    /// Skip the update (parameters and optimizer state kept) and go on.
+    Skip,
+    /// Stop the run; the last good checkpoint stays the latest.
+    Stop,
+}
+
+/// How training runs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainerConfig {
+    pub seed: u64,
+    pub num_train_steps: u64,
+    /// Sequences per optimizer step (over all devices).
+    pub train_batch_size: i64,
+    /// Sequences per device per forward/backward pass; -1 = the whole per-device batch.
+    /// Smaller values accumulate microbatches inside the step.
+    pub per_device_parallelism: i64,
+    /// Mixed precision, as jmp policies: `p=f32,c=bfloat16` (parameters f32, compute bf16).
+    pub mp: String,
+    /// Evaluate every this many steps (0: only at the end).
+    pub steps_per_eval: u64,
+    pub max_eval_batches: usize,
+    pub mesh: MeshConfig,
+    pub runtime: RuntimeConfig,
+    pub checkpointer: CheckpointerConfig,
+    pub tracker: Vec<TrackerKind>,
+    /// Where metrics, plots and (by default) checkpoints of the run go.
+    pub run_dir: PathBuf,
+    /// Weight of the z-loss (`log(Z)^2`) added to the cross-entropy; 0 disables it.
+    pub z_loss_weight: f64,
+    pub on_nan: NanPolicy,
+    /// Peak FLOP/s of one device for MFU; null measures a matmul at start-up.
+    pub device_flops: Option<f64>,
+}
+
+impl Default for TrainerConfig {
+    fn default() -> Self {
+        TrainerConfig {
+            seed: 0,
+            num_train_steps: 1000,
+            train_batch_size: 32,
+            per_device_parallelism: -1,
+            mp: "p=f32,c=f32".into(),
+            steps_per_eval: 1000,
+            max_eval_batches: 8,
+            mesh: MeshConfig::default(),
+            runtime: RuntimeConfig::default(),
+            checkpointer: CheckpointerConfig::default(),
+            tracker: vec![TrackerKind::Json],
+            run_dir: PathBuf::from("runs/default"),
+            z_loss_weight: 0.0,
+            on_nan: NanPolicy::Skip,
+            device_flops: None,
+        }
+    }
+}
+
+/// A whole job: the four sections, the optimizer kept as YAML for `xla_optim`'s registry.
+#[derive(Clone, Debug)]
+pub struct JobConfig {
+    pub data: DataConfig,
+    pub model: ModelConfig,
+    pub trainer: TrainerConfig,
+    pub optimizer: Yaml,
+    /// The file it came from (for messages).
+    pub source: String,
+}
+
+const SECTIONS: [&str; 4] = ["data", "model", "trainer", "optimizer"];
+
+fn config_error(file: &str, path: impl Into<String>, message: impl Into<String>) -> TrainerError {
+    TrainerError::Config { file: file.to_string(), path: path.into(), message: message.into() }
+}
+
+/// Applies `a.b.c=value` overrides to a YAML tree (the value parsed as YAML).
+pub fn apply_overrides(root: &mut Yaml, overrides: &[String], file: &str) -> Result<()> {
+    for assignment in overrides {
+        let (path, text) = assignment
+            .split_once('=')
+            .ok_or_else(|| config_error(file, assignment.as_str(), "an override is `section.field=value`"))?;
+        let value: Yaml = serde_yaml::from_str(text).map_err(|error| {
+            config_error(file, path, format!("cannot read override value `{text}`: {error}"))
+        })?;
+        let keys: Vec<&str> = path.split('.').collect();
+        if keys.iter().any(|key| key.is_empty()) {
+            return Err(config_error(file, path, "empty key in override path"));
+        }
+        let mut node = &mut *root;
+        for (depth, key) in keys.iter().enumerate() {
+            if node.is_null() {
+                *node = Yaml::Mapping(Mapping::new());
+            }
+            let Yaml::Mapping(mapping) = node else {
+                return Err(config_error(
+                    file,
+                    keys[..depth].join("."),
+                    "is not a mapping, cannot set a field inside it",
+                ));
+            };
+            let key = Yaml::from(key.to_string());
+            if depth == keys.len() - 1 {
+                mapping.insert(key, value.clone());
+                break;
+            }
+            node = mapping.entry(key).or_insert(Yaml::Null);
+        }
+    }
+    Ok(())
+}
+
+/// The field names a serde struct accepts (from its serialized default).
+pub fn field_names<T: Serialize + Default>() -> Vec<String> {
+    match serde_yaml::to_value(T::default()) {
+        Ok(Yaml::Mapping(mapping)) => mapping.keys().filter_map(|k| k.as_str().map(str::to_string)).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Deserializes one section, naming the offending field on failure.
+fn section<T: serde::de::DeserializeOwned + Serialize + Default>(
+    value: Option<&Yaml>,
+    name: &str,
+    file: &str,
+) -> Result<T> {
+    let Some(value) = value else { return Ok(T::default()) };
+    if value.is_null() {
+        return Ok(T::default());
+    }
+    let Yaml::Mapping(mapping) = value else {
+        return Err(config_error(file, name, "expected a mapping"));
+    };
+    check_fields::<T>(mapping, name, file)?;
+    serde_yaml::from_value(value.clone()).map_err(|error| config_error(file, name, error.to_string()))
+}
+
+/// Rejects unknown keys with the allowed ones listed, then finds the field whose value is
+/// malformed (deserializing field by field, recursing into nested sections).
+fn check_fields<T: serde::de::DeserializeOwned + Serialize + Default>(
+    mapping: &Mapping,
+    path: &str,
+    file: &str,
+) -> Result<()> {
+    let allowed = field_names::<T>();
+    for (key, value) in mapping {
+        let Some(name) = key.as_str() else {
+            return Err(config_error(file, path, "field names must be strings"));
+        };
+        if !allowed.iter().any(|field| field == name) {
+            return Err(config_error(
+                file,
+                format!("{path}.{name}"),
+                format!("unknown field; allowed: {}", allowed.join(", ")),
+            ));
+        }
+        let mut single = Mapping::new();
+        single.insert(key.clone(), value.clone());
+        if let Err(error) = serde_yaml::from_value::<T>(Yaml::Mapping(single)) {
+            return Err(config_error(file, format!("{path}.{name}"), error.to_string()));
+        }
+    }
+    Ok(())
+}
+
+impl JobConfig {
+    /// Reads `path`, applies `overrides`, and checks every section.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<JobConfig> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|error| TrainerError::io(path, error))?;
+        Self::from_yaml_str(&text, &file, overrides)
+    }
+
+    pub fn from_yaml_str(text: &str, file: &str, overrides: &[String]) -> Result<JobConfig> {
+        let mut root: Yaml = serde_yaml::from_str(text)
+            .map_err(|error| config_error(file, "(document)", error.to_string()))?;
+        if root.is_null() {
+            root = Yaml::Mapping(Mapping::new());
+        }
+        apply_overrides(&mut root, overrides, file)?;
+        let Yaml::Mapping(mapping) = &root else {
+            return Err(config_error(
+                file,
+                "(document)",
+                "expected a mapping with data, model, trainer, optimizer",
+            ));
+        };
+        for key in mapping.keys() {
+            let name = key.as_str().unwrap_or("?");
+            if !SECTIONS.contains(&name) {
+                return Err(config_error(
+                    file,
+                    name,
+                    format!("unknown section; allowed: {}", SECTIONS.join(", ")),
+                ));
+            }
+        }
+        let config = JobConfig {
+            data: section(mapping.get("data"), "data", file)?,
+            model: section(mapping.get("model"), "model", file)?,
+            trainer: section(mapping.get("trainer"), "trainer", file)?,
+            optimizer: mapping.get("optimizer").cloned().unwrap_or(Yaml::Null),
+            source: file.to_string(),
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn error(&self, path: impl Into<String>, message: impl Into<String>) -> TrainerError {
+        config_error(&self.source, path, message)
+    }
+
+    /// Range and consistency checks that need no devices.
+    pub fn validate(&self) -> Result<()> {
+        let m = &self.model;
+        let positive = [
+            ("model.seq_len", m.seq_len),
+            ("model.hidden_dim", m.hidden_dim),
+            ("model.intermediate_dim", m.intermediate_dim),
+            ("model.num_layers", m.num_layers),
+            ("model.num_heads", m.num_heads),
+            ("model.num_kv_heads", m.num_kv_heads),
+            ("trainer.train_batch_size", self.trainer.train_batch_size),
+        ];
+        for (path, value) in positive {
+            if value < 1 {
+                return Err(self.error(path, format!("must be at least 1, got {value}")));
+            }
+        }
+        if m.hidden_dim % m.num_heads != 0 {
+            return Err(self.error(
+                "model.num_heads",
+                format!("must divide hidden_dim {}, got {}", m.hidden_dim, m.num_heads),
+            ));
+        }
+        if m.num_heads % m.num_kv_heads != 0 {
+            return Err(self.error(
+                "model.num_kv_heads",
+                format!("must divide num_heads {}, got {}", m.num_heads, m.num_kv_heads),
+            ));
+        }
+        if m.model_type == ModelType::Llama && m.head_dim() % 2 != 0 {
+            return Err(
+                self.error("model.hidden_dim", "hidden_dim / num_heads must be even for rotary embeddings")
+            );
+        }
+        if m.model_type == ModelType::Gpt2 && m.num_kv_heads != m.num_heads {
+            return Err(
+                self.error("model.num_kv_heads", "gpt2 has no grouped-query attention: set it to num_heads")
+            );
+        }
+        let positive_float = |value: f64| value > 0.0 && value.is_finite();
+        if !positive_float(m.layer_norm_epsilon)
+            || !positive_float(m.initializer_range)
+            || !positive_float(m.rope_theta)
+        {
+            return Err(
+                self.error("model", "layer_norm_epsilon, initializer_range and rope_theta must be > 0")
+            );
+        }
+        if self.trainer.num_train_steps == 0 {
+            return Err(self.error("trainer.num_train_steps", "must be at least 1"));
+        }
+        if self.trainer.per_device_parallelism == 0 || self.trainer.per_device_parallelism < -1 {
+            return Err(self.error("trainer.per_device_parallelism", "must be -1 or at least 1"));
+        }
+        for (path, value) in
+            [("trainer.mesh.data", self.trainer.mesh.data), ("trainer.mesh.model", self.trainer.mesh.model)]
+        {
+            if value == 0 || value < -1 {
+                return Err(self
+                    .error(path, format!("must be -1 (the remaining devices) or at least 1, got {value}")));
+            }
+        }
+        if self.trainer.mesh.data == -1 && self.trainer.mesh.model == -1 {
+            return Err(self.error("trainer.mesh", "at most one axis can be -1"));
+        }
+        Precision::parse(&self.trainer.mp).map_err(|message| self.error("trainer.mp", message))?;
+        if self.data.train_urls.is_empty() {
+            return Err(self.error("data.train_urls", "needs at least one file, directory or glob"));
+        }
+        if self.trainer.z_loss_weight < 0.0 {
+            return Err(self.error("trainer.z_loss_weight", "must be >= 0"));
+        }
+        Ok(())
+    }
+
+    /// The resolved config as YAML (every default filled in), saved with checkpoints.
+    pub fn to_yaml(&self, optimizer: Yaml) -> Yaml {
+        let mut mapping = Mapping::new();
+        mapping.insert("data".into(), serde_yaml::to_value(&self.data).unwrap_or(Yaml::Null));
+        mapping.insert("model".into(), serde_yaml::to_value(&self.model).unwrap_or(Yaml::Null));
+        mapping.insert("trainer".into(), serde_yaml::to_value(&self.trainer).unwrap_or(Yaml::Null));
+        mapping.insert("optimizer".into(), optimizer);
+        Yaml::Mapping(mapping)
+    }
+}
+
+/// Parameter and compute dtypes from a jmp policy string.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Precision {
+    pub params: sirocco::DType,
+    pub compute: sirocco::DType,
+}
+
+impl Precision {
+    /// Reads `p=f32,c=bfloat16` (keys `p`/`params`, `c`/`compute`; `o`/`output` accepted and
+    /// ignored: outputs follow the compute type).
+    pub fn parse(text: &str) -> std::result::Result<Precision, String> {
+        let mut precision = Precision { params: sirocco::DType::F32, compute: sirocco::DType::F32 };
+        for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (key, value) = part.split_once('=').ok_or_else(|| format!("`{part}` is not key=dtype"))?;
+            let dtype = sirocco::DType::parse(value.trim())
+                .filter(|d| d.is_float())
+                .ok_or_else(|| format!("`{value}` is not a float dtype (f32, bfloat16, f16)"))?;
+            match key.trim() {
+                "p" | "params" => precision.params = dtype,
+                "c" | "compute" => precision.compute = dtype,
+                "o" | "output" => {}
+                other => return Err(format!("unknown key `{other}`; use p=..., c=...")),
+            }
+        }
+        Ok(precision)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "data:\n  train_urls: [a.txt]\n";
+
+    #[test]
+    fn fills_defaults_and_applies_overrides() {
+        let config = JobConfig::from_yaml_str(
+            MINIMAL,
+            "job.yaml",
+            &["trainer.num_train_steps=7".into(), "model.num_layers=2".into()],
+        )
+        .unwrap();
+        assert_eq!(config.trainer.num_train_steps, 7);
+        assert_eq!(config.model.num_layers, 2);
+        assert_eq!(config.model.hidden_dim, 768);
+        assert_eq!(config.data.tokenizer, "byte");
+    }
+
+    #[test]
+    fn errors_name_file_and_field() {
+        let error = JobConfig::from_yaml_str(
+            "data:\n  train_urls: [a]\ntrainer:\n  num_train_step: 3\n",
+            "job.yaml",
+            &[],
+        )
+        .unwrap_err();
+        let text = error.to_string();
+        assert!(
+            text.starts_with("job.yaml: trainer.num_train_step: unknown field; allowed: seed,"),
+            "{text}"
+        );
+        let error =
+            JobConfig::from_yaml_str(MINIMAL, "job.yaml", &["trainer.mesh.data=abc".into()]).unwrap_err();
+        assert!(error.to_string().starts_with("job.yaml: trainer.mesh: "), "{error}");
+        let error = JobConfig::from_yaml_str(MINIMAL, "job.yaml", &["model.num_heads=5".into()]).unwrap_err();
+        assert!(error.to_string().contains("model.num_heads: must divide hidden_dim 768"), "{error}");
+        let error = JobConfig::from_yaml_str("datum: {}\n", "job.yaml", &[]).unwrap_err();
+        assert!(error.to_string().contains("datum: unknown section"), "{error}");
+        let error =
+            JobConfig::from_yaml_str(MINIMAL, "job.yaml", &["trainer.mp=p=f32,c=int8".into()]).unwrap_err();
+        assert!(error.to_string().contains("trainer.mp"), "{error}");
+    }
+
+    #[test]
+    fn parses_precision_policies() {
+        let p = Precision::parse("p=f32,c=bfloat16").unwrap();
+        assert_eq!((p.params, p.compute), (sirocco::DType::F32, sirocco::DType::BF16));
+        assert!(Precision::parse("p=f32,x=bf16").is_err());
+    }
+}
