@@ -114,6 +114,18 @@ pub(crate) fn insert<T: OptimizerType>(map: &mut BTreeMap<String, RegistryEntry>
             std::any::type_name::<T>()
         )));
     }
+    // YAML keys go to the type's fields first: one named like a base field would make the
+    // base field unreachable for this type.
+    let mut reserved = key_names(&serde_yaml::to_value(BaseConfig::default()).unwrap_or(Yaml::Null));
+    reserved.extend(["type".to_string(), "lr".to_string()]);
+    let own = key_names(&serde_yaml::to_value(T::default()).unwrap_or(Yaml::Null));
+    if let Some(field) = own.iter().find(|field| reserved.contains(field)) {
+        return Err(OptimError::Registry(format!(
+            "optimizer type `{name}` ({}): field `{field}` has the name of a field every optimizer \
+             config has (or of `type`/`lr`); rename it",
+            std::any::type_name::<T>()
+        )));
+    }
     map.insert(name.to_string(), entry_for::<T>());
     Ok(())
 }
@@ -211,6 +223,19 @@ pub struct OptimizerConfig {
     type_name: String,
     base: BaseConfig,
     specific: Box<dyn DynConfig>,
+    /// The key the YAML gave the learning rate under (`learning_rate` or its alias `lr`), so
+    /// that errors name what the user wrote.
+    learning_rate_key: &'static str,
+}
+
+/// `error`, with a `learning_rate` path renamed to `key`.
+fn name_learning_rate(error: OptimError, path: &str, key: &str) -> OptimError {
+    match error {
+        OptimError::Config { path: field, message } if field == format!("{path}.learning_rate") => {
+            OptimError::Config { path: format!("{path}.{key}"), message }
+        }
+        other => other,
+    }
 }
 
 impl OptimizerConfig {
@@ -247,7 +272,9 @@ impl OptimizerConfig {
                 name: type_name.clone(),
                 registered: registered_types(),
             })?;
+        let mut learning_rate_key = "learning_rate";
         if let Some(lr) = mapping.remove("lr") {
+            learning_rate_key = "lr";
             if mapping.contains_key("learning_rate") {
                 return Err(OptimError::config(
                     format!("{path}.lr"),
@@ -281,9 +308,10 @@ impl OptimizerConfig {
                 ));
             }
         }
-        let base: BaseConfig = deserialize_fields(&base_fields, path)?;
+        let base: BaseConfig = deserialize_fields(&base_fields, path)
+            .map_err(|error| name_learning_rate(error, path, learning_rate_key))?;
         let specific = (entry.parse)(own_fields, path)?;
-        Ok(OptimizerConfig { type_name, base, specific })
+        Ok(OptimizerConfig { type_name, base, specific, learning_rate_key })
     }
 
     /// Reads a YAML document holding the optimizer fields (as `sirocco optim replay` takes).
@@ -303,7 +331,9 @@ impl OptimizerConfig {
 
     /// Checks every field and the schedule against the run length, before anything compiles.
     pub fn validate(&self, num_train_steps: u64, path: &str) -> Result<()> {
-        self.base.validate(num_train_steps, path)?;
+        self.base
+            .validate(num_train_steps, path)
+            .map_err(|error| name_learning_rate(error, path, self.learning_rate_key))?;
         self.specific.validate(&self.base, path)
     }
 
