@@ -290,9 +290,10 @@ impl Builder {
     }
 
     /// `value` as a value of this builder: itself, or a capture when it belongs to an
-    /// enclosing function.
+    /// enclosing function (inside a loop or branch body, to differentiate with respect to an
+    /// enclosing value, take `grad` with respect to its local copy).
     #[track_caller]
-    pub(crate) fn local(&self, value: &Value) -> Value {
+    pub fn local(&self, value: &Value) -> Value {
         let location = Location::caller();
         match resolve_input(&self.graph, value, location) {
             Some(id) => Value { graph: self.graph.clone(), id, ty: value.ty.clone() },

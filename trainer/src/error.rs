@@ -14,6 +14,20 @@ pub enum TrainerError {
     /// A safetensors file is malformed or lacks a tensor.
     #[error("{path}: {message}")]
     Tensors { path: PathBuf, message: String },
+    /// A run's metrics (`metrics.jsonl`, a TensorBoard event file, the loss plot) could not be
+    /// read, written or drawn.
+    #[error("{path}: {message}")]
+    Metrics { path: PathBuf, message: String },
+    /// A checkpoint cannot be written or read: `path` is its directory or file.
+    #[error("{path}: {message}")]
+    Checkpoint { path: PathBuf, message: String },
+    /// A checkpoint's tensors differ from the ones the run builds.
+    #[error(
+        "the checkpoint of step {step} does not fit this run (was it saved with another model or \
+         optimizer config?):\n  {}",
+        problems.join("\n  ")
+    )]
+    IncompatibleCheckpoint { step: u64, problems: Vec<String> },
     #[error(transparent)]
     Optim(#[from] xla_optim::OptimError),
     #[error(transparent)]
@@ -34,8 +48,22 @@ impl TrainerError {
         TrainerError::Io { path: path.into(), source }
     }
 
+    pub fn checkpoint(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
+        TrainerError::Checkpoint { path: path.into(), message: message.into() }
+    }
+
     pub fn tensors(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
         TrainerError::Tensors { path: path.into(), message: message.into() }
+    }
+
+    pub fn metrics(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
+        TrainerError::Metrics { path: path.into(), message: message.into() }
+    }
+}
+
+impl From<String> for TrainerError {
+    fn from(message: String) -> Self {
+        TrainerError::Other(message)
     }
 }
 

@@ -1,10 +1,16 @@
 //! The sirocco trainer library: the logic behind every `sirocco` subcommand.
 pub mod bench;
+pub mod checkpoint;
 pub mod config;
 pub mod devices;
 pub mod error;
 pub mod files;
+pub mod metrics;
+pub mod model;
 pub mod optim_tools;
+pub mod progress;
+pub mod signals;
+pub mod step;
 pub mod tensors;
 
 pub use error::{Result, TrainerError};
