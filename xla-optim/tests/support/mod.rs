@@ -129,6 +129,7 @@ pub fn assert_close(actual: &[f64], expected: &[f64], tolerance: f64, floor: f64
 }
 
 /// A named parameter with its initial value.
+#[derive(Clone)]
 pub struct Param {
     pub name: &'static str,
     pub value: Tensor,

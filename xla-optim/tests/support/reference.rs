@@ -8,7 +8,7 @@
 //! (apply_if_finite), `transforms/_accumulation.py` (MultiSteps), `_src/alias.py` (sgd,
 //! rmsprop: the momentum trace follows the learning-rate scale), `_src/schedule.py`; Levanter
 //! `optim/config.py` (the learning-rate schedule, AdamConfig, LionConfig, the defaults),
-//! `optim/skipstep.py` and `optim/model_averaging.py`; Marin's add-optimizer tutorial
+//! and `optim/skipstep.py`; Marin's add-optimizer tutorial
 //! (AdamaxConfig). A transform keeps its state inside and creates it on first use.
 
 use std::f64::consts::PI;
@@ -661,30 +661,6 @@ impl Transform for MultiSteps {
     }
 }
 
-/// Levanter's `EmaModelAveraging`: `ema = decay ema + (1 - decay) (p + u)`, starting from the
-/// parameters; the updates pass through.
-#[derive(Clone)]
-pub struct ParameterEma {
-    pub decay: f64,
-    pub ema: Vec<Tensor>,
-}
-
-impl Transform for ParameterEma {
-    fn update(&mut self, updates: Vec<Tensor>, ctx: &Context) -> Vec<Tensor> {
-        if self.ema.is_empty() {
-            self.ema = ctx.params.to_vec();
-        }
-        let decay = self.decay;
-        self.ema = self
-            .ema
-            .iter()
-            .zip(ctx.params.iter().zip(&updates))
-            .map(|(e, (p, u))| e.zip(&p.zip(u, |p, u| p + u), |e, new| decay * e + (1.0 - decay) * new))
-            .collect();
-        updates
-    }
-}
-
 /// `optax.linear_schedule(init, end, steps)`.
 pub fn linear_schedule(init: f64, end: f64, steps: i64, count: i64) -> f64 {
     if steps <= 0 {
@@ -786,6 +762,26 @@ pub struct Optimizer {
 }
 
 impl Optimizer {
+    /// `transform` without a schedule (the learning rate reads 0), for parameters `names`.
+    pub fn unscheduled(transform: Box<dyn Transform>, names: &[&str]) -> Optimizer {
+        let schedule = LrSchedule {
+            learning_rate: 0.0,
+            min_lr_ratio: 0.0,
+            warmup: 0.0,
+            decay: None,
+            rewarmup: 0.0,
+            cycles: None,
+            kind: "constant".into(),
+            num_train_steps: 1,
+        };
+        Optimizer {
+            transform,
+            schedule,
+            names: names.iter().map(|name| name.to_string()).collect(),
+            count: 0,
+        }
+    }
+
     /// One update of `params` with `grads`; returns the learning rate it used.
     pub fn step(&mut self, params: &mut [Tensor], grads: &[Tensor], loss: f64) -> f64 {
         let learning_rate = self.schedule.at(self.count);
@@ -797,11 +793,24 @@ impl Optimizer {
     /// against the schedule), so that trajectories compare the transforms alone.
     pub fn step_at(&mut self, params: &mut [Tensor], grads: &[Tensor], loss: f64, learning_rate: f64) {
         self.count += 1;
-        let ctx = Context { names: &self.names, params, learning_rate, loss };
-        let updates = self.transform.update(grads.to_vec(), &ctx);
-        for (p, u) in params.iter_mut().zip(&updates) {
-            *p = p.zip(u, |p, u| p + u);
-        }
+        apply(self.transform.as_mut(), &self.names, params, grads, learning_rate, loss);
+    }
+}
+
+/// `params += transform(grads)` (optax's `apply_updates`), the transform reading `names`,
+/// `learning_rate` and `loss`.
+pub fn apply(
+    transform: &mut dyn Transform,
+    names: &[String],
+    params: &mut [Tensor],
+    grads: &[Tensor],
+    learning_rate: f64,
+    loss: f64,
+) {
+    let ctx = Context { names, params, learning_rate, loss };
+    let updates = transform.update(grads.to_vec(), &ctx);
+    for (p, u) in params.iter_mut().zip(&updates) {
+        *p = p.zip(u, |p, u| p + u);
     }
 }
 
@@ -933,10 +942,5 @@ pub fn from_yaml(text: &str, num_train_steps: i64, names: &[&str]) -> Optimizer 
     }
     components.push(descend());
     components.extend(after_learning_rate);
-    Optimizer {
-        transform: chain(components),
-        schedule,
-        names: names.iter().map(|name| name.to_string()).collect(),
-        count: 0,
-    }
+    Optimizer { schedule, ..Optimizer::unscheduled(chain(components), names) }
 }
