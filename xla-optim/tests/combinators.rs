@@ -334,31 +334,41 @@ fn skip_bad_steps_skips_spikes_and_keeps_the_inner_state() {
     }
 }
 
+/// Around a built-in optimizer (clipping, Adam, masked decay, scheduled learning rate): its
+/// metrics are computed inside the k-th call's branch (regression: they escaped it and the
+/// update did not build).
 #[test]
 fn multi_steps_applies_the_mean_of_every_three_gradients() {
     let mut rng = Rng::from_env("multi_steps");
     let params = parameters(&mut rng);
-    let mut accumulating = Stepper::new(&Optimizer::new(multi_steps(adam(), 3)), &params, DType::F64);
-    let mut plain = Stepper::new(&Optimizer::new(adam()), &params, DType::F64);
+    let yaml = "type: adam\nlearning_rate: 0.05\nwarmup: 2\nmax_grad_norm: 0.5\n";
+    let adam = OptimizerConfig::from_yaml_str(yaml, "optimizer").unwrap().build(3, "optimizer").unwrap();
+    let mut accumulating =
+        Stepper::new(&Optimizer::new(multi_steps(adam.transform(), 3)), &params, DType::F64);
+    let mut plain = Stepper::new(&adam, &params, DType::F64);
     let mut window = Vec::new();
     for call in 0..9 {
         let grads = gradients(&mut rng, &params, 1.0);
         let before = accumulating.params.clone();
-        accumulating.step(&grads, &[]);
+        let reported = accumulating.step(&grads, &[]);
         window.push(grads);
         let at = format!("call {call}");
         if window.len() < 3 {
             assert_eq!(accumulating.params, before, "{at}: intermediate calls output zeros");
             assert_eq!(accumulating.state("mini_step").data, [window.len() as f64], "{at}");
+            assert_eq!(reported.metrics.values().copied().collect::<Vec<_>>(), [0.0, 0.0], "{at}");
             continue;
         }
         let mean: Vec<Tensor> = (0..params.len())
             .map(|i| window[0][i].zip(&window[1][i], |a, b| a + b).zip(&window[2][i], |s, c| (s + c) / 3.0))
             .collect();
-        plain.step(&mean, &[]);
+        let expected_metrics = plain.step(&mean, &[]).metrics;
         window.clear();
         let expected: Vec<Tensor> = (0..params.len()).map(|i| plain.param(i)).collect();
         assert_params(&accumulating, &expected, &at);
+        for (name, value) in &expected_metrics {
+            assert_close(&[reported.metric(name)], &[*value], 1e-6, 1e-9, &format!("{at}: {name}"));
+        }
         assert_eq!(accumulating.state("mini_step").data, [0.0], "{at}");
         assert_eq!(accumulating.state("gradient_step").data, [f64::from(call / 3 + 1)], "{at}");
     }

@@ -2,11 +2,13 @@
 //! gradients into a running mean and output zeros; call k applies the inner transformation to
 //! the mean and resets the accumulator. The accumulator is the only parameter-sized copy; the
 //! inner update runs only on the k-th call (a `cond`), so its state is read and written once
-//! per k calls.
+//! per k calls. The inner transformation's metrics (e.g. `grad_norm`) are reported on the k-th
+//! call and read 0 on the others.
 
+use std::cell::RefCell;
 use std::sync::Arc;
 
-use sirocco::hlo::{cond, Value};
+use sirocco::hlo::{cond, TensorType, Value};
 
 use crate::error::Result;
 use crate::transform::{
@@ -52,23 +54,32 @@ impl GradientTransformation for MultiSteps {
         let inner_state = &state[2 + n..];
         let is_final = mini_step.ge(&mini_step.scalar_like((self.every_k - 1) as f64));
 
-        // Branch operands: accumulated means, inner state, parameters.
+        // Branch operands: accumulated means, inner state, parameters, mini_step (so that a
+        // branch always has a value to build constants from).
         let mut operands = accumulated.clone();
         operands.extend(inner_state.iter().cloned());
         operands.extend(ctx.params.iter().cloned());
+        operands.push(mini_step.clone());
+        // The inner metrics are computed inside the branch: they leave it as outputs, and the
+        // other branch outputs zeros of the same types.
+        let metric_types: RefCell<Vec<(String, TensorType)>> = RefCell::new(Vec::new());
         let mut failure = None;
         let outputs = cond(
             &is_final,
             &operands,
             |locals| {
                 let (grads, rest) = locals.split_at(n);
-                let (inner, params) = rest.split_at(inner_size);
+                let (inner, rest) = rest.split_at(inner_size);
+                let params = &rest[..ctx.params.len()];
                 let sub = ctx.subset(params, ctx.specs);
                 match self.inner.update(&sub, grads, inner) {
                     Ok(result) => {
-                        ctx.absorb(sub);
+                        let metrics = sub.metrics.into_inner();
+                        *metric_types.borrow_mut() =
+                            metrics.iter().map(|(name, value)| (name.clone(), value.ty().clone())).collect();
                         let mut outputs = result.updates;
                         outputs.extend(result.state);
+                        outputs.extend(metrics.into_iter().map(|(_, value)| value));
                         outputs
                     }
                     Err(error) => {
@@ -83,11 +94,16 @@ impl GradientTransformation for MultiSteps {
                 let (grads, rest) = locals.split_at(n);
                 let mut outputs: Vec<Value> = grads.iter().map(Value::zeros_like).collect();
                 outputs.extend(rest[..inner_size].iter().cloned());
+                let builder = locals[locals.len() - 1].builder();
+                outputs.extend(metric_types.borrow().iter().map(|(_, ty)| builder.full(ty, 0.0)));
                 outputs
             },
         );
         if let Some(error) = failure {
             return Err(error);
+        }
+        for ((name, _), value) in metric_types.borrow().iter().zip(&outputs[n + inner_size..]) {
+            ctx.report(name.clone(), value.clone());
         }
         let zero = mini_step.zeros_like();
         let mut new_state = vec![
@@ -95,7 +111,7 @@ impl GradientTransformation for MultiSteps {
             is_final.select(&increment(gradient_step), gradient_step),
         ];
         new_state.extend(accumulated.iter().map(|acc| is_final.select(&acc.zeros_like(), acc)));
-        new_state.extend(outputs[n..].iter().cloned());
+        new_state.extend(outputs[n..n + inner_size].iter().cloned());
         Ok(Update { updates: outputs[..n].to_vec(), state: new_state })
     }
 }
