@@ -66,10 +66,12 @@ fn descent(
     base.with_learning_rate_schedule(transform, steps)
 }
 
+/// `max_grad_norm` is null, 0 (both disable clipping, as Levanter's `if self.max_grad_norm`)
+/// or positive.
 fn check_max_grad_norm(value: Option<f64>, path: &str) -> Result<()> {
     match value {
-        Some(norm) => check_positive(norm, path, "max_grad_norm"),
-        None => Ok(()),
+        Some(norm) if norm != 0.0 => check_positive(norm, path, "max_grad_norm"),
+        _ => Ok(()),
     }
 }
 
@@ -95,7 +97,7 @@ impl OptimizerType for SgdConfig {
         &[
             ("momentum", "trace decay; null for plain SGD"),
             ("nesterov", "Nesterov momentum"),
-            ("max_grad_norm", "global-norm clipping threshold; null disables"),
+            ("max_grad_norm", "global-norm clipping threshold; null or 0 disables"),
         ]
     }
 
@@ -158,7 +160,7 @@ impl OptimizerType for AdamConfig {
             ("beta1", "first-moment decay"),
             ("beta2", "second-moment decay"),
             ("epsilon", "added to sqrt(v)"),
-            ("max_grad_norm", "global-norm clipping threshold; null disables"),
+            ("max_grad_norm", "global-norm clipping threshold; null or 0 disables"),
             ("nesterov", "Nesterov first moment (NAdam)"),
             ("skip_bad_steps", "skip loss/grad-norm spikes: true (128-step history) or a history length"),
             ("decoupled_weight_decay", "divide weight_decay by the peak learning rate"),
@@ -236,7 +238,7 @@ impl OptimizerType for AdamaxConfig {
             ("beta1", "first-moment decay"),
             ("beta2", "infinity-norm decay"),
             ("epsilon", "added to |g| in the infinity norm"),
-            ("max_grad_norm", "global-norm clipping threshold; null disables"),
+            ("max_grad_norm", "global-norm clipping threshold; null or 0 disables"),
         ]
     }
 
@@ -277,7 +279,7 @@ impl OptimizerType for LionConfig {
             ("beta1", "interpolation of gradient and momentum for the sign"),
             ("beta2", "momentum decay"),
             ("epsilon", "unused (Levanter compatibility)"),
-            ("max_grad_norm", "global-norm clipping threshold; null disables"),
+            ("max_grad_norm", "global-norm clipping threshold; null or 0 disables"),
         ]
     }
 
@@ -329,7 +331,7 @@ impl OptimizerType for AdafactorConfig {
             ("epsilon", "added to g^2"),
             ("min_dim_size_to_factor", "factor only when the two largest dimensions reach this size"),
             ("clipping_threshold", "update RMS clipping; null disables"),
-            ("max_grad_norm", "global-norm clipping threshold; null disables"),
+            ("max_grad_norm", "global-norm clipping threshold; null or 0 disables"),
         ]
     }
 
@@ -398,7 +400,7 @@ impl OptimizerType for RmspropConfig {
             ("bias_correction", "debias the second moment"),
             ("momentum", "trace decay of the learning-rate-scaled updates; null disables"),
             ("nesterov", "Nesterov momentum"),
-            ("max_grad_norm", "global-norm clipping threshold; null disables"),
+            ("max_grad_norm", "global-norm clipping threshold; null or 0 disables"),
         ]
     }
 

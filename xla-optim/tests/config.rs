@@ -150,6 +150,26 @@ fn out_of_range_values_are_named_before_anything_compiles() {
     assert!(message.contains("constant, cosine, linear, inv_sqrt, inv"), "{message}");
 }
 
+/// Levanter clips `if self.max_grad_norm`: 0 disables clipping as null does (regression: 0
+/// was rejected).
+#[test]
+fn zero_max_grad_norm_disables_clipping() {
+    let params = [xla_optim::ParamSpec::new("w", DType::F32, &[2])];
+    let metrics = |yaml: &str| {
+        let optimizer =
+            parse(yaml).unwrap().build(10, "optimizer").unwrap_or_else(|error| panic!("{yaml}: {error}"));
+        optimizer.update_function(&params).unwrap().metrics
+    };
+    assert_eq!(metrics("type: adam\n"), ["grad_norm", "learning_rate"]);
+    for yaml in [
+        "type: adam\nmax_grad_norm: 0\n",
+        "type: adam\nmax_grad_norm: null\n",
+        "type: lion\nmax_grad_norm: 0.0\n",
+    ] {
+        assert_eq!(metrics(yaml), ["learning_rate"], "{yaml}");
+    }
+}
+
 /// Learning-rate schedules from base configs, covering every `lr_schedule`, WSD and cycles.
 fn schedule_configs() -> Vec<(&'static str, u64)> {
     vec![
