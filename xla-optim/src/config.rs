@@ -248,6 +248,22 @@ impl BaseConfig {
                 schedules.push(Schedule::Constant(learning_rate));
                 boundaries.push(start + warmup_steps + stable_steps);
             }
+            if self.lr_schedule == "cosine" && decay_steps <= 0 {
+                // optax's cosine_decay_schedule raises on this (Levanter fails to build).
+                let field = match (self.decay, cycle) {
+                    (Some(_), _) => "decay",
+                    (None, 0) => "warmup",
+                    (None, _) => "rewarmup",
+                };
+                return Err(OptimError::config(
+                    format!("{path}.{field}"),
+                    format!(
+                        "the cosine decay needs at least one step, and {field} leaves none of the cycle's \
+                         {cycle_steps} steps (warmup {warmup_steps} steps); shorten it, or use lr_schedule: \
+                         constant for a warmup and no decay"
+                    ),
+                ));
+            }
             let schedule = match self.lr_schedule.as_str() {
                 "constant" => Schedule::Constant(learning_rate),
                 "cosine" => Schedule::Cosine {

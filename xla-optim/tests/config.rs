@@ -130,6 +130,10 @@ fn out_of_range_values_are_named_before_anything_compiles() {
         ("type: adam\nwarmup: 0.7\ndecay: 0.4\n", "optimizer.decay"),
         ("type: adam\nlr_schedule: exponential\n", "optimizer.lr_schedule"),
         ("type: adam\nwarmup: 1.5\n", "optimizer.warmup"),
+        // optax's cosine_decay_schedule needs a positive decay length.
+        ("type: adam\nwarmup: 1.0\n", "optimizer.warmup"),
+        ("type: adam\nwarmup: 0.1\ndecay: 0\n", "optimizer.decay"),
+        ("type: adam\nwarmup: 0.1\ncycles: 2\nrewarmup: 1.0\n", "optimizer.rewarmup"),
         ("type: adam\ndecay: 2.5\n", "optimizer.decay"),
         ("type: adam\nwarmup: -0.1\n", "optimizer.warmup"),
         ("type: adam\ncycles: 0\n", "optimizer.cycles"),
@@ -146,6 +150,10 @@ fn out_of_range_values_are_named_before_anything_compiles() {
         message.contains("warmup (60 steps) + decay (50 steps)") && message.contains("100 steps"),
         "{message}"
     );
+    // Without a cosine decay, a warmup over the whole run is fine.
+    for yaml in ["warmup: 1.0\nlr_schedule: constant\n", "warmup: 1.0\nlr_schedule: linear\n"] {
+        parse(yaml).unwrap().build(100, "optimizer").unwrap_or_else(|error| panic!("{yaml}: {error}"));
+    }
     let message = assert_config_error("type: adam\nlr_schedule: exponential\n", "optimizer.lr_schedule");
     assert!(message.contains("constant, cosine, linear, inv_sqrt, inv"), "{message}");
 }
