@@ -5,11 +5,11 @@
 //! scale_by_lion, scale_by_rms, scale), `_src/clipping.py` (clip_by_global_norm,
 //! clip_by_block_rms), `_src/factorized.py` (scale_by_factored_rms), `transforms/_adding.py`
 //! (add_decayed_weights), `transforms/_masking.py` (masked), `transforms/_conditionality.py`
-//! (apply_if_finite), `transforms/_accumulation.py` (MultiSteps), `_src/alias.py` (sgd,
-//! rmsprop: the momentum trace follows the learning-rate scale), `_src/schedule.py`; Levanter
-//! `optim/config.py` (the learning-rate schedule, AdamConfig, LionConfig, the defaults),
-//! and `optim/skipstep.py`; Marin's add-optimizer tutorial
-//! (AdamaxConfig). A transform keeps its state inside and creates it on first use.
+//! (apply_if_finite), `_src/alias.py` (sgd; rmsprop, whose momentum trace follows the
+//! learning-rate scale), `_src/schedule.py`; Levanter `optim/config.py` (the learning-rate
+//! schedule, AdamConfig, LionConfig, the defaults) and `optim/skipstep.py`; Marin's
+//! add-optimizer tutorial (AdamaxConfig). A transform keeps its state inside and creates it on
+//! first use.
 
 use std::f64::consts::PI;
 use std::rc::Rc;
@@ -623,41 +623,6 @@ impl Transform for SkipBadSteps {
         } else {
             self.inner.update(updates, ctx)
         }
-    }
-}
-
-/// `optax.MultiSteps` (mean of the gradients): zeros on calls 1..k-1, the inner update of the
-/// running mean on call k.
-#[derive(Clone)]
-pub struct MultiSteps {
-    pub inner: Box<dyn Transform>,
-    pub every_k: usize,
-    mini_step: usize,
-    accumulated: Vec<Tensor>,
-}
-
-pub fn multi_steps(inner: Box<dyn Transform>, every_k: usize) -> Box<dyn Transform> {
-    Box::new(MultiSteps { inner, every_k, mini_step: 0, accumulated: Vec::new() })
-}
-
-impl Transform for MultiSteps {
-    fn update(&mut self, updates: Vec<Tensor>, ctx: &Context) -> Vec<Tensor> {
-        if self.accumulated.is_empty() {
-            self.accumulated = zeros_like(&updates);
-        }
-        let n = self.mini_step as f64;
-        self.accumulated = updates
-            .iter()
-            .zip(&self.accumulated)
-            .map(|(g, acc)| acc.zip(g, |acc, g| acc + (g - acc) / (n + 1.0)))
-            .collect();
-        if self.mini_step + 1 < self.every_k {
-            self.mini_step += 1;
-            return zeros_like(&updates);
-        }
-        self.mini_step = 0;
-        let mean = std::mem::replace(&mut self.accumulated, zeros_like(&updates));
-        self.inner.update(mean, ctx)
     }
 }
 
