@@ -14,6 +14,10 @@ pub enum TrainerError {
     /// A safetensors file is malformed or lacks a tensor.
     #[error("{path}: {message}")]
     Tensors { path: PathBuf, message: String },
+    /// A corpus file, tokenizer file or tokenized cache is malformed; `message` names the line
+    /// where there is one.
+    #[error("{path}: {message}")]
+    Data { path: PathBuf, message: String },
     /// A run's metrics (`metrics.jsonl`, a TensorBoard event file, the loss plot) could not be
     /// read, written or drawn.
     #[error("{path}: {message}")]
@@ -54,6 +58,10 @@ impl TrainerError {
 
     pub fn tensors(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
         TrainerError::Tensors { path: path.into(), message: message.into() }
+    }
+
+    pub fn data(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
+        TrainerError::Data { path: path.into(), message: message.into() }
     }
 
     pub fn metrics(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {

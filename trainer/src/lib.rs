@@ -2,6 +2,7 @@
 pub mod bench;
 pub mod checkpoint;
 pub mod config;
+pub mod data;
 pub mod devices;
 pub mod error;
 pub mod files;
@@ -12,5 +13,6 @@ pub mod progress;
 pub mod signals;
 pub mod step;
 pub mod tensors;
+pub mod tokenizer;
 
 pub use error::{Result, TrainerError};

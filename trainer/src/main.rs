@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use trainer::bench::{self, EmitBenchArgs, OptimizerBenchArgs};
 use trainer::devices::{self, DevicesArgs};
 use trainer::optim_tools::{self, ReplayArgs};
+use trainer::tokenizer::{self, TrainTokenizerArgs};
 
 #[derive(Debug, Parser)]
 #[command(name = "sirocco", version, about = "Train models on XLA through PJRT plugins")]
@@ -28,6 +29,15 @@ enum Command {
     /// Benchmarks (see docs/benchmarks.md).
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Tokenizer tools.
+    #[command(subcommand)]
+    Tokenizer(TokenizerCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenizerCommand {
+    /// Train a byte-level BPE tokenizer on corpus files and write its tokenizer.json.
+    Train(TrainTokenizerArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -89,6 +99,10 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Emit(args)) => {
             let report = bench::emit(&args).context("emission benchmark failed")?;
             print_report(&report, args.json)?;
+        }
+        Command::Tokenizer(TokenizerCommand::Train(args)) => {
+            let report = tokenizer::train(&args).context("tokenizer training failed")?;
+            println!("{report}; wrote {}", args.out.display());
         }
     }
     Ok(())
