@@ -261,9 +261,10 @@ pub struct Program {
 }
 
 impl Program {
-    /// Emits `function` (GSPMD shardings) and compiles it for `client`.
+    /// Emits `function` with Shardy shardings (XLA's default partitioner; GSPMD is
+    /// deprecated) and compiles it for `client`.
     pub fn compile(client: &Client, function: &Function) -> Result<Program> {
-        Self::compile_with(client, function, Partitioner::Gspmd)
+        Self::compile_with(client, function, Partitioner::Shardy)
     }
 
     /// Emits `function` for `partitioner` and compiles it with matching options.

@@ -50,6 +50,14 @@ impl Event {
             .map_err(|error| self.attribute(error))
     }
 
+    /// Whether the work is done (without waiting).
+    pub fn is_ready(&self) -> Result<bool> {
+        let mut ready_args = args!(PJRT_Event_IsReady_Args { event: self.raw });
+        // SAFETY: `self.raw` is a live event owned by `self`; the call only reads its state.
+        unsafe { pjrt_call!(self.api(), PJRT_Event_IsReady, &mut ready_args) }?;
+        Ok(ready_args.is_ready)
+    }
+
     /// Names the operation that failed instead of the wait call.
     fn attribute(&self, error: PjrtError) -> PjrtError {
         match error {

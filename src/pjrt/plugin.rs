@@ -72,6 +72,11 @@ impl Plugin {
     }
 
     fn open(name: String, path: PathBuf) -> Result<Plugin> {
+        // XLA logs every INFO line to stderr unless told otherwise; keep warnings and errors.
+        // A value set by the user wins.
+        if std::env::var_os("TF_CPP_MIN_LOG_LEVEL").is_none() {
+            std::env::set_var("TF_CPP_MIN_LOG_LEVEL", "1");
+        }
         if name == "cuda" {
             preload_cuda_libraries(python_sys_path());
         }

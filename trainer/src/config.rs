@@ -436,6 +436,13 @@ impl JobConfig {
         if self.data.train_urls.is_empty() {
             return Err(self.error("data.train_urls", "needs at least one file, directory or glob"));
         }
+        let checkpointer = &self.trainer.checkpointer;
+        if checkpointer.keep == 0 {
+            return Err(self.error("trainer.checkpointer.keep", "must be at least 1"));
+        }
+        if !(checkpointer.save_interval_minutes >= 0.0 && checkpointer.save_interval_minutes.is_finite()) {
+            return Err(self.error("trainer.checkpointer.save_interval_minutes", "must be a number >= 0"));
+        }
         if self.trainer.z_loss_weight < 0.0 {
             return Err(self.error("trainer.z_loss_weight", "must be >= 0"));
         }

@@ -14,5 +14,6 @@ pub mod signals;
 pub mod step;
 pub mod tensors;
 pub mod tokenizer;
+pub mod train;
 
 pub use error::{Result, TrainerError};

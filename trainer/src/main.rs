@@ -9,6 +9,7 @@ use trainer::bench::{self, EmitBenchArgs, OptimizerBenchArgs};
 use trainer::devices::{self, DevicesArgs};
 use trainer::optim_tools::{self, ReplayArgs};
 use trainer::tokenizer::{self, TrainTokenizerArgs};
+use trainer::train::{self, HloArgs, TrainArgs, TrainBenchArgs};
 
 #[derive(Debug, Parser)]
 #[command(name = "sirocco", version, about = "Train models on XLA through PJRT plugins")]
@@ -19,6 +20,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Train a model from a YAML job config.
+    Train(TrainArgs),
+    /// Write the train step's StableHLO and XLA's optimized HLO.
+    Hlo(HloArgs),
     /// Show a PJRT plugin's versions and the devices it sees.
     Devices(DevicesArgs),
     /// List the registered optimizer types with their fields and defaults.
@@ -52,14 +57,15 @@ enum BenchCommand {
     Optimizer(OptimizerBenchArgs),
     /// Time StableHLO emission of a large graph.
     Emit(EmitBenchArgs),
+    /// Time a job's train step: compile, resident batch, live data pipeline.
+    Train(TrainBenchArgs),
 }
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new("warn,trainer=info,sirocco=info,xla_optim=info")
+        }))
         .with_writer(std::io::stderr)
         .init();
     match run(Cli::parse().command) {
@@ -80,8 +86,36 @@ fn print_report<T: serde::Serialize + std::fmt::Display>(report: &T, json: bool)
     Ok(())
 }
 
+fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
 fn run(command: Command) -> anyhow::Result<()> {
     match command {
+        Command::Train(args) => {
+            let summary = tokio_runtime()?.block_on(train::train(&args))?;
+            println!(
+                "trained {} steps: loss {} -> {}, eval loss {}, {:.0} tokens/s; metrics and loss.png in {}",
+                summary.steps_done,
+                summary.first_loss.map_or("-".into(), |l| format!("{l:.4}")),
+                summary.last_loss.map_or("-".into(), |l| format!("{l:.4}")),
+                summary.last_eval_loss.map_or("-".into(), |l| format!("{l:.4}")),
+                summary.tokens_per_second,
+                summary.run_dir.display()
+            );
+            if summary.stopped_early {
+                println!("stopped early on request; the checkpoint is saved and the run resumes from it");
+            }
+        }
+        Command::Hlo(args) => {
+            for file in train::dump_hlo(&args)? {
+                println!("{}", file.display());
+            }
+        }
+        Command::Bench(BenchCommand::Train(args)) => {
+            let report = tokio_runtime()?.block_on(train::benchmark(&args))?;
+            print_report(&report, args.json)?;
+        }
         Command::Devices(args) => {
             let report = devices::report(&args)
                 .with_context(|| format!("cannot list the devices of PJRT plugin `{}`", args.plugin))?;

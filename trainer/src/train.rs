@@ -1,0 +1,744 @@
+//! `sirocco train`: the run. Loads and checks the job config, tokenizes (once, cached),
+//! compiles the step, initializes or resumes, then loops: next batch from the prefetcher,
+//! one executable per step, metrics read one step late so the device never waits for the
+//! host, evals, checkpoints on a background thread, clean stop on SIGTERM/SIGINT.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use sirocco::hlo::{Builder, DotDimensions, Function, Sharding};
+use sirocco::pjrt::{Client, ClientOptions, CompileCache, Plugin};
+use sirocco::program::{Program, ShardedArray};
+use sirocco::{DType, HostTensor};
+use xla_optim::{Optimizer, OptimizerConfig};
+
+use crate::checkpoint::{self, CheckpointContents, Checkpointer};
+use crate::config::{JobConfig, NanPolicy, Precision};
+use crate::data::{eval_batches, tokenize_split, BatchIter, DataPosition, Dataset, Prefetcher, Tokenizer};
+use crate::error::{Result, TrainerError};
+use crate::metrics::Tracker;
+use crate::model::{self, LanguageModel};
+use crate::progress::Progress;
+use crate::signals;
+use crate::step::{self, RunMesh, StepShape, TrainStep};
+
+/// Arguments of `sirocco train`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TrainArgs {
+    /// The job's YAML file.
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Override a field: `--set trainer.num_train_steps=100` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub overrides: Vec<String>,
+}
+
+/// What a finished (or stopped) run reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainSummary {
+    pub run_dir: PathBuf,
+    pub steps_done: u64,
+    pub first_loss: Option<f64>,
+    pub last_loss: Option<f64>,
+    pub last_eval_loss: Option<f64>,
+    pub stopped_early: bool,
+    pub tokens_per_second: f64,
+}
+
+/// The RNG state saved with checkpoints: the seed the parameters were drawn from.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+struct RngState {
+    seed: u64,
+}
+
+/// Everything compiled and loaded for a run.
+pub struct Session {
+    pub job: JobConfig,
+    pub optimizer_config: OptimizerConfig,
+    pub optimizer: Optimizer,
+    pub precision: Precision,
+    pub client: Client,
+    pub mesh: RunMesh,
+    pub model: Box<dyn LanguageModel>,
+    pub tokenizer: Tokenizer,
+    pub shape: StepShape,
+}
+
+fn config_error(job: &JobConfig, path: &str, message: impl Into<String>) -> TrainerError {
+    TrainerError::Config { file: job.source.clone(), path: path.to_string(), message: message.into() }
+}
+
+impl Session {
+    /// Reads and checks everything that needs no compilation: config, optimizer, plugin,
+    /// mesh, tokenizer and model.
+    pub fn open(config: &Path, overrides: &[String]) -> Result<Session> {
+        let job = JobConfig::load(config, overrides)?;
+        let optimizer_path = format!("{}: optimizer", job.source);
+        let optimizer_config = OptimizerConfig::from_yaml(&job.optimizer, &optimizer_path)?;
+        let optimizer = optimizer_config.build(job.trainer.num_train_steps, &optimizer_path)?;
+        let precision =
+            Precision::parse(&job.trainer.mp).map_err(|message| config_error(&job, "trainer.mp", message))?;
+        let runtime = &job.trainer.runtime;
+        let plugin = Plugin::load(&runtime.plugin)?;
+        let options =
+            ClientOptions { cpu_device_count: runtime.cpu_device_count, ..ClientOptions::default() };
+        let cache_dir = runtime.compile_cache.clone().unwrap_or_else(CompileCache::default_dir);
+        let client = Client::new(&plugin, &options)?.with_compile_cache(CompileCache::new(cache_dir)?);
+        let mesh = RunMesh::resolve(
+            job.trainer.mesh.data,
+            job.trainer.mesh.model,
+            client.addressable_devices().len(),
+        )
+        .map_err(|message| config_error(&job, "trainer.mesh", message))?;
+        let tokenizer = Tokenizer::load(&job.data.tokenizer)?;
+        let model = model::build(&job.model, tokenizer.vocab_size());
+        let shape = StepShape::new(
+            job.trainer.train_batch_size,
+            job.model.seq_len,
+            job.trainer.per_device_parallelism,
+            &mesh,
+            job.trainer.z_loss_weight,
+        )
+        .map_err(|message| config_error(&job, "trainer.train_batch_size", message))?;
+        Ok(Session { job, optimizer_config, optimizer, precision, client, mesh, model, tokenizer, shape })
+    }
+
+    pub fn train_step(&self) -> Result<TrainStep> {
+        step::train_step_function(
+            self.model.as_ref(),
+            &self.optimizer,
+            self.precision,
+            &self.mesh,
+            &self.shape,
+        )
+    }
+
+    fn compile(&self, function: &Function, what: &str) -> Result<Program> {
+        let start = Instant::now();
+        let program = Program::compile(&self.client, function)?;
+        tracing::info!("compiled {what} in {:.2} s", start.elapsed().as_secs_f64());
+        Ok(program)
+    }
+}
+
+/// Peak FLOP/s of the run's devices together, measured with a data-parallel f32 matmul.
+fn measure_peak_flops(session: &Session) -> Result<f64> {
+    let devices = session.mesh.devices() as i64;
+    let (m, k, n) = (512 * devices, 1024, 1024);
+    let builder = Builder::new("peak_flops");
+    if devices > 1 {
+        builder.set_mesh(session.mesh.mesh());
+    }
+    let a = builder.param("a", DType::F32, &[m, k]);
+    let b = builder.param("b", DType::F32, &[k, n]);
+    let product = a.dot_general(&b, &DotDimensions::matmul(2));
+    let mut function = builder.build(&[product.sum()])?;
+    if devices > 1 {
+        function.shard_parameter(0, session.mesh.batch_sharding(2))?;
+        function.shard_parameter(1, Sharding::Replicated)?;
+        function.shard_output(0, Sharding::Replicated)?;
+    }
+    let program = Program::compile(&session.client, &function)?;
+    let a = program.put(0, &HostTensor::full(DType::F32, &[m, k], 0.5)?)?;
+    let b = program.put(1, &HostTensor::full(DType::F32, &[k, n], 0.5)?)?;
+    let mut best = f64::INFINITY;
+    for _ in 0..5 {
+        let start = Instant::now();
+        let out = program.execute(&[&a, &b])?;
+        out[0].to_host()?;
+        best = best.min(start.elapsed().as_secs_f64());
+    }
+    Ok(2.0 * (m * k * n) as f64 / best)
+}
+
+/// Device arrays of the model state.
+struct State {
+    params: Vec<ShardedArray>,
+    opt_state: Vec<ShardedArray>,
+}
+
+fn host_tensors(
+    names: impl Iterator<Item = String>,
+    arrays: &[ShardedArray],
+) -> Result<Vec<(String, HostTensor)>> {
+    names.zip(arrays).map(|(name, array)| Ok((name, array.to_host()?))).collect()
+}
+
+/// Metrics of a launched step, read once the next step is launched.
+struct Pending {
+    step: u64,
+    metrics: Vec<ShardedArray>,
+    data_wait: Duration,
+    /// When the step's iteration began (before waiting for its batch).
+    started: Instant,
+    /// When `execute` returned.
+    launched: Instant,
+    /// Whether the step had finished when `execute` returned (a synchronous plugin, such as
+    /// the CPU plugin by default).
+    finished_at_launch: bool,
+}
+
+pub async fn train(args: &TrainArgs) -> Result<TrainSummary> {
+    let session = Session::open(&args.config, &args.overrides)?;
+    let job = &session.job;
+    let trainer = &job.trainer;
+    let run_dir = trainer.run_dir.clone();
+    std::fs::create_dir_all(&run_dir).map_err(|error| TrainerError::io(&run_dir, error))?;
+
+    // Data: tokenized once into the cache, reused by later runs.
+    let train_split = tokenize_split(&job.data, &job.data.train_urls, "train", &session.tokenizer)?;
+    let train_data = Arc::new(Dataset::open(&train_split, job.model.seq_len)?);
+    let validation = if job.data.validation_urls.is_empty() {
+        None
+    } else {
+        let split = tokenize_split(&job.data, &job.data.validation_urls, "validation", &session.tokenizer)?;
+        Some(Dataset::open(&split, job.model.seq_len)?)
+    };
+    tracing::info!(
+        "train corpus: {} tokens, {} sequences of {}",
+        train_data.num_tokens(),
+        train_data.num_sequences(),
+        job.model.seq_len
+    );
+
+    // Programs.
+    let step = session.train_step()?;
+    let step_program = session.compile(&step.function, "train step")?;
+    let init_program = session
+        .compile(&step::init_function(session.model.as_ref(), session.precision, &session.mesh)?, "init")?;
+    let (state_function, _) = step::state_init_function(
+        session.model.as_ref(),
+        &session.optimizer,
+        session.precision,
+        &session.mesh,
+    )?;
+    let state_program = session.compile(&state_function, "optimizer init")?;
+    let eval_batch = session.shape.batch;
+    let eval_program = match &validation {
+        Some(_) => Some(session.compile(
+            &step::eval_function(
+                session.model.as_ref(),
+                session.precision,
+                &session.mesh,
+                eval_batch,
+                job.model.seq_len,
+                &session.tokenizer.token_byte_lengths(),
+            )?,
+            "eval step",
+        )?),
+        None => None,
+    };
+    let eval_data: Vec<HostTensor> = match &validation {
+        Some(dataset) => eval_batches(dataset, eval_batch, trainer.max_eval_batches),
+        None => Vec::new(),
+    };
+
+    // Resume from the latest checkpoint, or start fresh.
+    let mut checkpointer = Checkpointer::new(&trainer.checkpointer);
+    let param_types: Vec<(String, sirocco::hlo::TensorType)> =
+        step.params.iter().map(|p| (p.name.clone(), p.ty.clone())).collect();
+    let state_types: Vec<(String, sirocco::hlo::TensorType)> =
+        step.state.iter().map(|s| (s.name.clone(), s.ty.clone())).collect();
+    let n_params = step.params.len();
+    let n_state = step.state.len();
+    let (mut state, start_step, position) = match checkpointer.latest()? {
+        Some(dir) => {
+            let contents = checkpoint::load(&dir)?;
+            checkpoint::check_compatible(&contents, &param_types, &state_types)?;
+            let position: DataPosition = serde_json::from_value(contents.data_position.clone())
+                .map_err(|error| TrainerError::Other(format!("{}: data position: {error}", dir.display())))?;
+            let params = contents
+                .params
+                .iter()
+                .enumerate()
+                .map(|(i, (_, t))| step_program.put(i, t))
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            let opt_state = contents
+                .opt_state
+                .iter()
+                .enumerate()
+                .map(|(i, (_, t))| step_program.put(n_params + i, t))
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            tracing::info!("resumed from {} at step {}", dir.display(), contents.step);
+            (State { params, opt_state }, contents.step, position)
+        }
+        None => {
+            let key = init_program.put(0, &HostTensor::from_slice(&[2], &[trainer.seed, 0u64])?)?;
+            let params = init_program.execute(&[&key])?;
+            let references: Vec<&ShardedArray> = params.iter().collect();
+            let opt_state = state_program.execute(&references)?;
+            (State { params, opt_state }, 0, DataPosition::default())
+        }
+    };
+
+    let resolved = job.to_yaml(session.optimizer_config.to_yaml());
+    let mut tracker = Tracker::open(&run_dir, &trainer.tracker, (start_step > 0).then_some(start_step))?;
+    tracker.log_config(&serde_yaml::to_string(&resolved).unwrap_or_default())?;
+    let peak_flops = match trainer.device_flops {
+        Some(per_device) => per_device * session.mesh.devices() as f64,
+        None => measure_peak_flops(&session)?,
+    };
+    let tokens_per_step = (session.shape.batch * job.model.seq_len) as f64;
+    let flops_per_step = session.model.flops_per_token() * tokens_per_step;
+    let stop = signals::stop_requested()?;
+    let mut prefetcher = Prefetcher::spawn(
+        BatchIter::new(train_data.clone(), session.shape.batch, trainer.seed, position)?,
+        3,
+    );
+    let mut progress = Progress::new(trainer.num_train_steps, start_step);
+
+    let metric_index = |name: &str| step.metrics.iter().position(|m| m == name);
+    let (loss_index, skipped_index) = (metric_index("loss"), metric_index("skipped"));
+    let (lr_index, norm_index) = (metric_index("learning_rate"), metric_index("grad_norm"));
+    let mut summary = TrainSummary {
+        run_dir: run_dir.clone(),
+        steps_done: start_step,
+        first_loss: None,
+        last_loss: None,
+        last_eval_loss: None,
+        stopped_early: false,
+        tokens_per_second: 0.0,
+    };
+    let mut pending: Option<Pending> = None;
+    let mut last_done = Instant::now();
+    let mut position_after = position;
+    let mut stop_for_nan = false;
+    let mut throughput = Vec::new();
+
+    let run_eval =
+        |params: &[ShardedArray], tracker: &mut Tracker, step_number: u64| -> Result<Option<f64>> {
+            let Some(program) = &eval_program else { return Ok(None) };
+            if eval_data.is_empty() {
+                return Ok(None);
+            }
+            let (mut loss, mut tokens, mut bytes) = (0.0, 0.0, 0.0);
+            for batch in &eval_data {
+                let tokens_array = program.put(params.len(), batch)?;
+                let mut arguments: Vec<&ShardedArray> = params.iter().collect();
+                arguments.push(&tokens_array);
+                let out = program.execute(&arguments)?;
+                loss += f64::from(out[0].to_host()?.to_vec::<f32>()?[0]);
+                tokens += f64::from(out[1].to_host()?.to_vec::<f32>()?[0]);
+                bytes += f64::from(out[2].to_host()?.to_vec::<f32>()?[0]);
+            }
+            let eval_loss = loss / tokens;
+            let eval_bpb = loss / (bytes.max(1.0) * std::f64::consts::LN_2);
+            tracker.log(step_number, &[("eval_loss", eval_loss), ("eval_bpb", eval_bpb)])?;
+            Ok(Some(eval_loss))
+        };
+
+    let mut step_number = start_step;
+    while step_number < trainer.num_train_steps && !stop.is_set() && !stop_for_nan {
+        let started = Instant::now();
+        let (batch, data_wait) = prefetcher.next().await?;
+        let tokens = step_program.put(n_params + n_state, &batch.tokens)?;
+        let runtime: Vec<ShardedArray> = session
+            .optimizer
+            .runtime_values(step_number as i64)
+            .into_iter()
+            .enumerate()
+            .map(|(i, value)| step_program.put(n_params + n_state + 1 + i, &HostTensor::scalar(value)))
+            .collect::<std::result::Result<_, _>>()?;
+        let mut arguments: Vec<&ShardedArray> = state.params.iter().chain(&state.opt_state).collect();
+        arguments.push(&tokens);
+        arguments.extend(&runtime);
+        let mut outputs = step_program.execute(&arguments)?;
+        let launched = Instant::now();
+        let metrics = outputs.split_off(n_params + n_state);
+        let finished_at_launch = metrics[0].shards()[0].ready()?.is_ready()?;
+        let opt_state = outputs.split_off(n_params);
+        state = State { params: outputs, opt_state };
+        step_number += 1;
+        position_after = batch.position;
+
+        // Read the previous step's metrics while this one runs.
+        if let Some(previous) = pending.replace(Pending {
+            step: step_number,
+            metrics,
+            data_wait,
+            started,
+            launched,
+            finished_at_launch,
+        }) {
+            let record = read_metrics(
+                &previous,
+                &mut last_done,
+                tokens_per_step,
+                flops_per_step,
+                peak_flops,
+                [loss_index, skipped_index, lr_index, norm_index],
+            )?;
+            stop_for_nan |= handle_record(
+                &record,
+                trainer.on_nan,
+                &mut summary,
+                &mut progress,
+                &mut tracker,
+                &mut throughput,
+            )?;
+        }
+
+        let at_eval = trainer.steps_per_eval > 0
+            && step_number % trainer.steps_per_eval == 0
+            && step_number < trainer.num_train_steps;
+        let at_checkpoint = checkpointer.due(step_number) && step_number < trainer.num_train_steps;
+        if at_eval || at_checkpoint || stop.is_set() {
+            // Settle the pending metrics first, so a NaN step is never checkpointed.
+            if let Some(previous) = pending.take() {
+                let record = read_metrics(
+                    &previous,
+                    &mut last_done,
+                    tokens_per_step,
+                    flops_per_step,
+                    peak_flops,
+                    [loss_index, skipped_index, lr_index, norm_index],
+                )?;
+                stop_for_nan |= handle_record(
+                    &record,
+                    trainer.on_nan,
+                    &mut summary,
+                    &mut progress,
+                    &mut tracker,
+                    &mut throughput,
+                )?;
+            }
+            if at_eval {
+                summary.last_eval_loss =
+                    run_eval(&state.params, &mut tracker, step_number)?.or(summary.last_eval_loss);
+            }
+            if (at_checkpoint || stop.is_set()) && !stop_for_nan {
+                save(&mut checkpointer, &step, &state, step_number, position_after, trainer.seed, &resolved)?;
+            }
+        }
+    }
+    if let Some(previous) = pending.take() {
+        let record = read_metrics(
+            &previous,
+            &mut last_done,
+            tokens_per_step,
+            flops_per_step,
+            peak_flops,
+            [loss_index, skipped_index, lr_index, norm_index],
+        )?;
+        stop_for_nan |= handle_record(
+            &record,
+            trainer.on_nan,
+            &mut summary,
+            &mut progress,
+            &mut tracker,
+            &mut throughput,
+        )?;
+    }
+    drop(prefetcher);
+    summary.steps_done = step_number;
+    summary.stopped_early = step_number < trainer.num_train_steps;
+    if !stop_for_nan {
+        if !summary.stopped_early {
+            summary.last_eval_loss =
+                run_eval(&state.params, &mut tracker, step_number)?.or(summary.last_eval_loss);
+        }
+        save(&mut checkpointer, &step, &state, step_number, position_after, trainer.seed, &resolved)?;
+    }
+    checkpointer.wait()?;
+    progress.finish();
+    tracker.finish()?;
+    let mut rates = throughput;
+    summary.tokens_per_second = if rates.is_empty() { 0.0 } else { crate::bench::median(&mut rates) };
+    if stop_for_nan {
+        return Err(TrainerError::Other(format!(
+            "stopped at step {step_number}: non-finite loss or gradients (trainer.on_nan: stop); the last good checkpoint is in {}",
+            trainer.checkpointer.base_path.display()
+        )));
+    }
+    Ok(summary)
+}
+
+/// One step's record: the values logged to metrics.jsonl.
+struct StepRecord {
+    step: u64,
+    loss: f64,
+    skipped: bool,
+    values: Vec<(&'static str, f64)>,
+}
+
+/// Reads a step's metrics. Its time runs from when it could start (the previous step done,
+/// or its own iteration begun, whichever is later: evals and checkpoints in between don't
+/// count) to when it was done, so it includes waiting for data.
+fn read_metrics(
+    pending: &Pending,
+    last_done: &mut Instant,
+    tokens_per_step: f64,
+    flops_per_step: f64,
+    peak_flops: f64,
+    [loss, skipped, lr, norm]: [Option<usize>; 4],
+) -> Result<StepRecord> {
+    let scalar = |index: Option<usize>| -> Result<Option<f64>> {
+        match index {
+            Some(i) => Ok(Some(f64::from(pending.metrics[i].to_host()?.to_vec::<f32>()?[0]))),
+            None => Ok(None),
+        }
+    };
+    let loss_value = scalar(loss)?.unwrap_or(f64::NAN);
+    let skipped_value = scalar(skipped)?.unwrap_or(0.0) > 0.5;
+    // Asynchronous plugins finish when the metrics can be read; synchronous ones when
+    // `execute` returned.
+    let done =
+        if pending.finished_at_launch { pending.launched } else { Instant::now().max(pending.launched) };
+    let step_time = done.duration_since((*last_done).max(pending.started)).as_secs_f64();
+    *last_done = done;
+    let mut values = vec![("loss", loss_value)];
+    if let Some(value) = scalar(lr)? {
+        values.push(("lr", value));
+    }
+    if let Some(value) = scalar(norm)? {
+        values.push(("grad_norm", value));
+    }
+    values.extend([
+        ("tokens_per_second", tokens_per_step / step_time),
+        ("mfu", flops_per_step / step_time / peak_flops),
+        ("step_time_s", step_time),
+        ("data_wait_s", pending.data_wait.as_secs_f64()),
+        ("skipped", if skipped_value { 1.0 } else { 0.0 }),
+    ]);
+    Ok(StepRecord { step: pending.step, loss: loss_value, skipped: skipped_value, values })
+}
+
+/// Logs a record; returns true when the run must stop for a non-finite step.
+fn handle_record(
+    record: &StepRecord,
+    policy: NanPolicy,
+    summary: &mut TrainSummary,
+    progress: &mut Progress,
+    tracker: &mut Tracker,
+    throughput: &mut Vec<f64>,
+) -> Result<bool> {
+    tracker.log(record.step, &record.values)?;
+    let tokens_per_second =
+        record.values.iter().find(|(name, _)| *name == "tokens_per_second").map_or(0.0, |(_, v)| *v);
+    if record.skipped {
+        progress.message(&format!("step {}: non-finite loss or gradients; update skipped", record.step));
+        return Ok(policy == NanPolicy::Stop);
+    }
+    summary.first_loss.get_or_insert(record.loss);
+    summary.last_loss = Some(record.loss);
+    throughput.push(tokens_per_second);
+    progress.update(record.step, record.loss, tokens_per_second);
+    Ok(false)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn save(
+    checkpointer: &mut Checkpointer,
+    step: &TrainStep,
+    state: &State,
+    step_number: u64,
+    position: DataPosition,
+    seed: u64,
+    config: &serde_yaml::Value,
+) -> Result<()> {
+    let contents = CheckpointContents {
+        step: step_number,
+        params: host_tensors(step.params.iter().map(|p| p.name.clone()), &state.params)?,
+        opt_state: host_tensors(step.state.iter().map(|s| s.name.clone()), &state.opt_state)?,
+        data_position: serde_json::to_value(position)
+            .map_err(|error| TrainerError::Other(error.to_string()))?,
+        rng: serde_json::to_value(RngState { seed })
+            .map_err(|error| TrainerError::Other(error.to_string()))?,
+        config: config.clone(),
+    };
+    checkpointer.save_in_background(contents)
+}
+
+/// Arguments of `sirocco hlo`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct HloArgs {
+    #[arg(long)]
+    pub config: PathBuf,
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub overrides: Vec<String>,
+    /// Output directory: `train_step.mlir` (our StableHLO) and `xla/` (XLA's dumps, with the
+    /// optimized HLO in `*after_optimizations.txt`).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// Writes the train step's StableHLO and has XLA dump its optimized HLO. Must run before
+/// any plugin is loaded in the process (XLA reads its flags once).
+pub fn dump_hlo(args: &HloArgs) -> Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(&args.out).map_err(|error| TrainerError::io(&args.out, error))?;
+    let xla_dir = args.out.join("xla");
+    let flags = format!("--xla_dump_to={} --xla_dump_hlo_as_text", xla_dir.display());
+    let existing = std::env::var("XLA_FLAGS").unwrap_or_default();
+    std::env::set_var("XLA_FLAGS", format!("{existing} {flags}").trim());
+    let session = Session::open(&args.config, &args.overrides)?;
+    let step = session.train_step()?;
+    let text = step.function.to_stablehlo();
+    let mlir = args.out.join("train_step.mlir");
+    crate::files::write_atomically(&mlir, text.as_bytes())?;
+    // Compile without the persistent cache, so XLA runs (and dumps) its pipeline.
+    Program::compile(
+        &Client::new(
+            session.client.plugin(),
+            &ClientOptions {
+                cpu_device_count: session.job.trainer.runtime.cpu_device_count,
+                ..ClientOptions::default()
+            },
+        )?,
+        &step.function,
+    )?;
+    let mut files = vec![mlir];
+    if let Ok(entries) = std::fs::read_dir(&xla_dir) {
+        let mut optimized: Vec<PathBuf> = entries
+            .filter_map(|entry| entry.ok().map(|e| e.path()))
+            .filter(|path| path.to_string_lossy().ends_with("after_optimizations.txt"))
+            .collect();
+        optimized.sort();
+        files.extend(optimized);
+    }
+    Ok(files)
+}
+
+/// Arguments of `sirocco bench train`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TrainBenchArgs {
+    #[arg(long)]
+    pub config: PathBuf,
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub overrides: Vec<String>,
+    /// Timed steps of each kind (after 2 warm-up steps).
+    #[arg(long, default_value_t = 10)]
+    pub steps: usize,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What `sirocco bench train` measures.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainBenchReport {
+    pub model: String,
+    pub parameters: i64,
+    pub layers: i64,
+    pub batch: i64,
+    pub seq_len: i64,
+    pub devices: usize,
+    /// Emission and compilation of the train step (compile cache bypassed).
+    pub compile_s: f64,
+    /// Median step time with the batch already on the devices.
+    pub step_s_resident: f64,
+    /// Median step time with batches from the live pipeline (prefetch + transfer).
+    pub step_s_pipeline: f64,
+    pub pipeline_overhead: f64,
+    pub tokens_per_second: f64,
+    pub mfu: f64,
+}
+
+impl std::fmt::Display for TrainBenchReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "model            {} ({} parameters, {} layers), batch {} x {} on {} devices",
+            self.model, self.parameters, self.layers, self.batch, self.seq_len, self.devices
+        )?;
+        writeln!(f, "compile          {:.2} s", self.compile_s)?;
+        writeln!(
+            f,
+            "step             {:.1} ms with the batch on device, {:.1} ms with the live pipeline ({:+.1}%)",
+            self.step_s_resident * 1e3,
+            self.step_s_pipeline * 1e3,
+            self.pipeline_overhead * 100.0
+        )?;
+        write!(f, "throughput       {:.0} tokens/s, MFU {:.1}%", self.tokens_per_second, self.mfu * 100.0)
+    }
+}
+
+/// Times the train step: compile, steps on a device-resident batch, steps fed by the
+/// prefetching pipeline. Uses random parameters; checkpoints and metrics are not touched.
+pub async fn benchmark(args: &TrainBenchArgs) -> Result<TrainBenchReport> {
+    let session = Session::open(&args.config, &args.overrides)?;
+    let job = &session.job;
+    let split = tokenize_split(&job.data, &job.data.train_urls, "train", &session.tokenizer)?;
+    let dataset = Arc::new(Dataset::open(&split, job.model.seq_len)?);
+    // A client without the persistent compile cache, so compilation is timed for real.
+    let client = Client::new(
+        session.client.plugin(),
+        &ClientOptions { cpu_device_count: job.trainer.runtime.cpu_device_count, ..ClientOptions::default() },
+    )?;
+    let compile_start = Instant::now();
+    let step = session.train_step()?;
+    let program = Program::compile(&client, &step.function)?;
+    let compile_s = compile_start.elapsed().as_secs_f64();
+    let init = Program::compile(
+        &client,
+        &step::init_function(session.model.as_ref(), session.precision, &session.mesh)?,
+    )?;
+    let (state_function, _) = step::state_init_function(
+        session.model.as_ref(),
+        &session.optimizer,
+        session.precision,
+        &session.mesh,
+    )?;
+    let state_init = Program::compile(&client, &state_function)?;
+    let key = init.put(0, &HostTensor::from_slice(&[2], &[job.trainer.seed, 0u64])?)?;
+    let params = init.execute(&[&key])?;
+    let references: Vec<&ShardedArray> = params.iter().collect();
+    let opt_state = state_init.execute(&references)?;
+    let mut state = State { params, opt_state };
+    let (n_params, n_state) = (step.params.len(), step.state.len());
+    let mut iter =
+        BatchIter::new(dataset.clone(), session.shape.batch, job.trainer.seed, DataPosition::default())?;
+    let resident = program.put(n_params + n_state, &iter.next_batch()?.tokens)?;
+    let warmup = 2;
+    let run = |state: State, tokens: &ShardedArray| -> Result<(State, f64)> {
+        let start = Instant::now();
+        let mut arguments: Vec<&ShardedArray> = state.params.iter().chain(&state.opt_state).collect();
+        arguments.push(tokens);
+        let mut outputs = program.execute(&arguments)?;
+        let metrics = outputs.split_off(n_params + n_state);
+        metrics[0].to_host()?;
+        let opt_state = outputs.split_off(n_params);
+        Ok((State { params: outputs, opt_state }, start.elapsed().as_secs_f64()))
+    };
+    let mut resident_times = Vec::new();
+    for i in 0..warmup + args.steps {
+        let (next, time) = run(state, &resident)?;
+        state = next;
+        if i >= warmup {
+            resident_times.push(time);
+        }
+    }
+    let mut prefetcher = Prefetcher::spawn(iter, 3);
+    let mut pipeline_times = Vec::new();
+    for i in 0..warmup + args.steps {
+        let start = Instant::now();
+        let (batch, _) = prefetcher.next().await?;
+        let tokens = program.put(n_params + n_state, &batch.tokens)?;
+        let (next, _) = run(state, &tokens)?;
+        state = next;
+        if i >= warmup {
+            pipeline_times.push(start.elapsed().as_secs_f64());
+        }
+    }
+    let step_s_resident = crate::bench::median(&mut resident_times);
+    let step_s_pipeline = crate::bench::median(&mut pipeline_times);
+    let tokens = (session.shape.batch * job.model.seq_len) as f64;
+    let peak = match job.trainer.device_flops {
+        Some(per_device) => per_device * session.mesh.devices() as f64,
+        None => measure_peak_flops(&session)?,
+    };
+    Ok(TrainBenchReport {
+        model: format!("{:?}", job.model.model_type).to_lowercase(),
+        parameters: session.model.parameters().iter().map(|p| p.element_count()).sum(),
+        layers: job.model.num_layers,
+        batch: session.shape.batch,
+        seq_len: job.model.seq_len,
+        devices: session.mesh.devices(),
+        compile_s,
+        step_s_resident,
+        step_s_pipeline,
+        pipeline_overhead: step_s_pipeline / step_s_resident - 1.0,
+        tokens_per_second: tokens / step_s_resident,
+        mfu: session.model.flops_per_token() * tokens / step_s_resident / peak,
+    })
+}
