@@ -134,6 +134,9 @@ impl BaseConfig {
                 "the `inv` schedule needs min_lr_ratio > 0",
             ));
         }
+        // The regex of weight_decay_modules, checked here under the caller's path: `build`
+        // compiles it again under the fixed path `optimizer`.
+        self.weight_decay_mask(path)?;
         self.learning_rate_schedule(num_train_steps, path).map(drop)
     }
 
@@ -384,5 +387,15 @@ mod tests {
             .validate(100, "optimizer")
             .unwrap_err();
         assert!(error.to_string().starts_with("optimizer.learning_rate"), "{error}");
+    }
+
+    #[test]
+    fn validation_names_a_bad_weight_decay_regex_under_the_callers_path() {
+        let config = BaseConfig {
+            weight_decay_modules: Some(WeightDecayModules::Regex("(".into())),
+            ..BaseConfig::default()
+        };
+        let error = config.validate(100, "job.yaml: optimizer").unwrap_err();
+        assert!(error.to_string().starts_with("job.yaml: optimizer.weight_decay_modules: "), "{error}");
     }
 }
