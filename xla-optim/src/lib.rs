@@ -26,3 +26,7 @@ pub use schedule::Schedule;
 pub use transform::{
     GradientTransformation, Hyper, ParamSpec, StateInit, StateSpec, Transform, Update, UpdateContext,
 };
+
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/optimizers.md")]
+pub struct OptimizersDoc;
