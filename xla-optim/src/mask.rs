@@ -22,10 +22,20 @@ pub enum WeightDecayModules {
 
 type PathMatcher = Box<dyn Fn(&str) -> bool + Send + Sync>;
 
-/// Levanter's "reasonable default": no decay for norms, embeddings and biases.
+/// Levanter's "reasonable default": no decay for norms, embeddings and biases. Levanter
+/// matches module class names (`LayerNorm`, `RMSNorm`, `Embedding`); sirocco matches the
+/// dotted path: a component naming a norm (`norm`, or `ln_*` as GPT-2's `ln_1`, `ln_f`) or an
+/// embedding (`embed`, or GPT-2's `wte`/`wpe`), or a path ending in `bias`.
 pub fn default_excludes(path: &str) -> bool {
     let lower = path.to_ascii_lowercase();
-    lower.contains("norm") || lower.contains("embed") || path.ends_with("bias")
+    let names_norm_or_embedding = |component: &str| {
+        component.contains("norm")
+            || component.contains("embed")
+            || component.starts_with("ln_")
+            || component == "wte"
+            || component == "wpe"
+    };
+    lower.split('.').any(names_norm_or_embedding) || path.ends_with("bias")
 }
 
 /// The decay mask for `modules` and `default_weight_decay_mask`, or `None` when nothing is
@@ -84,6 +94,12 @@ mod tests {
         assert!(!decays(&mask, "layers.0.attention_norm.weight"));
         assert!(!decays(&mask, "embed_tokens.weight"));
         assert!(!decays(&mask, "layers.0.mlp.up.bias"));
+        // GPT-2's names: embeddings and LayerNorm gains are not decayed, matrices are.
+        for name in ["wte.weight", "wpe.weight", "h.ln_1.weight", "ln_f.weight"] {
+            assert!(!decays(&mask, name), "{name}");
+        }
+        assert!(decays(&mask, "h.attn.c_attn.weight"));
+        assert!(decays(&mask, "h.mlp.c_fc.weight"));
     }
 
     #[test]

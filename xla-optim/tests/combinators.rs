@@ -211,7 +211,7 @@ fn apply_if_finite_skips_non_finite_steps_then_gives_up() {
         let reported = stepper.step(&grads, &[]);
         reference::apply(&mut reference, &names, &mut expected, &grads, 0.0, 0.0);
         let at = format!("step {step}");
-        assert_eq!(reported.metric("skipped"), f64::from(u8::from(skipped)), "{at}");
+        assert_eq!(reported.metric("skipped_nonfinite"), f64::from(u8::from(skipped)), "{at}");
         assert_eq!(stepper.state("notfinite_count").data, [f64::from(notfinite)], "{at}");
         assert_eq!(stepper.state("total_notfinite").data, [f64::from(total)], "{at}");
         assert_eq!(stepper.state("last_finite").data, [f64::from(u8::from(poison.is_none()))], "{at}");
@@ -303,7 +303,7 @@ fn skip_bad_steps_skips_spikes_and_keeps_the_inner_state() {
             (device_params.clone(), inner.iter().map(|&i| state[i].clone()).collect::<Vec<_>>());
         let metrics = step.run(&mut device_params, &mut state, &grads, loss);
         reference::apply(&mut reference, &names, &mut expected, &grads, 0.0, f64::from(loss));
-        let skipped = metrics["skipped"] == 1.0;
+        let skipped = metrics["skipped_spike"] == 1.0;
         let at = format!("step {index}");
         // Levanter's decision; a normal step may be skipped too when the few points in the
         // history happen to have a tiny spread.

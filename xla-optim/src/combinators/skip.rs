@@ -81,7 +81,7 @@ impl GradientTransformation for ApplyIfFinite {
         let inner_state = &state[3..];
         let result = self.inner.update(ctx, updates, inner_state)?;
         let (updates, inner_state) = keep_or_take(&apply, result, inner_state);
-        ctx.report("skipped", apply.not().convert(DType::F32));
+        ctx.report("skipped_nonfinite", apply.not().convert(DType::F32));
         let mut new_state = vec![notfinite_count, finite, total_notfinite];
         new_state.extend(inner_state);
         Ok(Update { updates, state: new_state })
@@ -167,7 +167,7 @@ impl GradientTransformation for SkipBadSteps {
         let inner_state = &state[4..];
         let result = self.inner.update(ctx, updates, inner_state)?;
         let (updates, inner_state) = keep_or_take(&skip.not(), result, inner_state);
-        ctx.report("skipped", skip.convert(DType::F32));
+        ctx.report("skipped_spike", skip.convert(DType::F32));
         let mut new_state = vec![
             losses.update_axis0(&loss, current_idx),
             grad_norms.update_axis0(&norm, current_idx),
