@@ -369,3 +369,30 @@ fn runtime_handles_cross_threads() {
     assert_send(&event);
     assert_send(&event.into_future());
 }
+
+#[test]
+fn ready_callbacks_report_when_work_is_done() {
+    let client = cpu_client();
+    let executable = client.compile(&add_program("callback"), &CompileOptions::default()).unwrap();
+    let device = &executable.addressable_devices()[0];
+    let a = client.buffer_from_slice(&[2, 3], &[1.0f32; 6], device).unwrap();
+    a.ready().unwrap().wait().unwrap();
+    // Done already: the callback runs at once, on this thread.
+    let (sender, receiver) = std::sync::mpsc::channel();
+    let caller = std::thread::current().id();
+    a.ready()
+        .unwrap()
+        .on_ready(move |status| sender.send((status, std::thread::current().id())).unwrap())
+        .unwrap();
+    let (status, thread) = receiver.try_recv().expect("called before on_ready returned");
+    assert!(status.is_ok() && thread == caller);
+
+    // An execution's output: called whenever the plugin finishes it, though the event is
+    // dropped at once; and a panicking callback does not take the process down.
+    let outputs = run(&executable, &[vec![&a, &a]]);
+    let (sender, receiver) = std::sync::mpsc::channel();
+    outputs[0][0].ready().unwrap().on_ready(move |status| sender.send(status).unwrap()).unwrap();
+    receiver.recv_timeout(std::time::Duration::from_secs(10)).unwrap().unwrap();
+    outputs[0][0].ready().unwrap().on_ready(|_| panic!("a callback that panics")).unwrap();
+    assert_eq!(to_f32(&outputs[0][0]), vec![2.0; 6]);
+}

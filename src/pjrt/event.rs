@@ -58,6 +58,29 @@ impl Event {
         Ok(ready_args.is_ready)
     }
 
+    /// Calls `callback` with the work's status once it is done: on the plugin's thread that
+    /// finished it, or at once on this thread when it is done already. It tells a caller *when*
+    /// work finished (a thread woken to wait for it may be scheduled much later). The callback
+    /// runs inside the plugin: keep it short and non-blocking. A panic in it is caught and
+    /// logged, since it cannot unwind through the plugin.
+    pub fn on_ready<F: FnOnce(Result<()>) + Send + 'static>(self, callback: F) -> Result<()> {
+        let state = Box::into_raw(Box::new(Callback { api: self.api(), call: self.call, callback }));
+        let mut on_ready_args = args!(PJRT_Event_OnReady_Args {
+            event: self.raw,
+            callback: Some(call_back::<F>),
+            user_arg: state.cast::<c_void>(),
+        });
+        // SAFETY: `self.raw` is live; `state` is a leaked Box that the plugin hands to
+        // `call_back::<F>` exactly once, which takes it back. The registration outlives the
+        // event's destruction (see `destroy_on_drop!` below).
+        let registered = unsafe { pjrt_call!(self.api(), PJRT_Event_OnReady, &mut on_ready_args) };
+        if registered.is_err() {
+            // SAFETY: the callback was not registered, so `state` is still ours.
+            drop(unsafe { Box::from_raw(state) });
+        }
+        registered
+    }
+
     /// Names the operation that failed instead of the wait call.
     fn attribute(&self, error: PjrtError) -> PjrtError {
         match error {
@@ -127,6 +150,25 @@ unsafe extern "C" fn on_ready<T>(error: *mut ffi::PJRT_Error, user_arg: *mut c_v
     let status = api.check(call, error);
     // A dropped receiver means nobody waits any more: `value` is dropped here, after the work.
     let _ = sender.send((status, value));
+}
+
+/// What [`Event::on_ready`] registers.
+struct Callback<F> {
+    api: Api,
+    call: &'static str,
+    callback: F,
+}
+
+/// `PJRT_Event_OnReadyCallback` of [`Event::on_ready`]: runs the caller's callback.
+unsafe extern "C" fn call_back<F: FnOnce(Result<()>)>(error: *mut ffi::PJRT_Error, user_arg: *mut c_void) {
+    // SAFETY: `user_arg` is the `Callback<F>` leaked by `on_ready`, which the plugin passes to
+    // this function exactly once; ownership of `error` passes to us.
+    let state = unsafe { Box::from_raw(user_arg.cast::<Callback<F>>()) };
+    let Callback { api, call, callback } = *state;
+    let status = api.check(call, error);
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| callback(status))).is_err() {
+        tracing::error!("a ready callback of {call} panicked");
+    }
 }
 
 /// The future of an [`Event`] (see [`Event::into_future`]).
