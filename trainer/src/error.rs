@@ -8,9 +8,10 @@ pub enum TrainerError {
     /// A config file or value is wrong; `path` is the field path (`trainer.mesh.data`).
     #[error("{file}: {path}: {message}")]
     Config { file: String, path: String, message: String },
-    /// Reading or writing a file failed.
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    /// Reading or writing a file failed. The I/O error is part of the message, not a `source`,
+    /// so that printing the error chain (`{:#}`) does not say it twice.
+    #[error("{path}: {error}")]
+    Io { path: PathBuf, error: std::io::Error },
     /// A safetensors file is malformed or lacks a tensor.
     #[error("{path}: {message}")]
     Tensors { path: PathBuf, message: String },
@@ -48,8 +49,8 @@ pub enum TrainerError {
 }
 
 impl TrainerError {
-    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        TrainerError::Io { path: path.into(), source }
+    pub fn io(path: impl Into<PathBuf>, error: std::io::Error) -> Self {
+        TrainerError::Io { path: path.into(), error }
     }
 
     pub fn checkpoint(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
