@@ -3,12 +3,13 @@
 //! one executable per step, metrics read one step late so the device never waits for the
 //! host, evals, checkpoints on a background thread, clean stop on SIGTERM/SIGINT.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use sirocco::hlo::{Builder, DotDimensions, Function, Sharding};
+use sirocco::hlo::{Builder, DotDimensions, Function, Sharding, TensorType};
 use sirocco::pjrt::{Client, ClientOptions, CompileCache, Plugin};
 use sirocco::program::{Program, ShardedArray};
 use sirocco::{DType, HostTensor};
@@ -180,6 +181,48 @@ struct Pending {
     finished_at_launch: bool,
 }
 
+/// The checkpoint a run resumes from: read, verified and checked against the run's tensors.
+struct Resume {
+    dir: PathBuf,
+    contents: CheckpointContents,
+    position: DataPosition,
+}
+
+/// Finds, verifies and checks the latest checkpoint before anything is compiled, so that a run
+/// which cannot resume fails at once.
+fn find_resume(checkpointer: &Checkpointer, step: &TrainStep) -> Result<Option<Resume>> {
+    let Some(dir) = checkpointer.latest()? else { return Ok(None) };
+    let contents = checkpoint::load(&dir)?;
+    let param_types: Vec<(String, TensorType)> =
+        step.params.iter().map(|p| (p.name.clone(), p.ty.clone())).collect();
+    let state_types: Vec<(String, TensorType)> =
+        step.state.iter().map(|s| (s.name.clone(), s.ty.clone())).collect();
+    checkpoint::check_compatible(&contents, &param_types, &state_types)?;
+    let position: DataPosition = serde_json::from_value(contents.data_position.clone())
+        .map_err(|error| TrainerError::Other(format!("{}: data position: {error}", dir.display())))?;
+    Ok(Some(Resume { dir, contents, position }))
+}
+
+/// Puts checkpoint tensors on the devices as arguments `first..` of `program`, in the order of
+/// `names` (the run's), whatever their order in the checkpoint (sorted by name).
+fn put_by_name<'a>(
+    program: &Program,
+    first: usize,
+    tensors: &[(String, HostTensor)],
+    names: impl Iterator<Item = &'a str>,
+) -> Result<Vec<ShardedArray>> {
+    let by_name: HashMap<&str, &HostTensor> = tensors.iter().map(|(name, t)| (name.as_str(), t)).collect();
+    names
+        .enumerate()
+        .map(|(index, name)| {
+            let tensor = by_name
+                .get(name)
+                .ok_or_else(|| TrainerError::Other(format!("the checkpoint has no tensor `{name}`")))?;
+            Ok(program.put(first + index, tensor)?)
+        })
+        .collect()
+}
+
 pub async fn train(args: &TrainArgs) -> Result<TrainSummary> {
     let session = Session::open(&args.config, &args.overrides)?;
     let job = &session.job;
@@ -203,18 +246,13 @@ pub async fn train(args: &TrainArgs) -> Result<TrainSummary> {
         job.model.seq_len
     );
 
-    // Programs.
+    // The checkpoint to resume from, checked against the step's tensors (built, not compiled).
     let step = session.train_step()?;
+    let mut checkpointer = Checkpointer::new(&trainer.checkpointer);
+    let resume = find_resume(&checkpointer, &step)?;
+
+    // Programs.
     let step_program = session.compile(&step.function, "train step")?;
-    let init_program = session
-        .compile(&step::init_function(session.model.as_ref(), session.precision, &session.mesh)?, "init")?;
-    let (state_function, _) = step::state_init_function(
-        session.model.as_ref(),
-        &session.optimizer,
-        session.precision,
-        &session.mesh,
-    )?;
-    let state_program = session.compile(&state_function, "optimizer init")?;
     let eval_batch = session.shape.batch;
     let eval_program = match &validation {
         Some(_) => Some(session.compile(
@@ -235,36 +273,29 @@ pub async fn train(args: &TrainArgs) -> Result<TrainSummary> {
         None => Vec::new(),
     };
 
-    // Resume from the latest checkpoint, or start fresh.
-    let mut checkpointer = Checkpointer::new(&trainer.checkpointer);
-    let param_types: Vec<(String, sirocco::hlo::TensorType)> =
-        step.params.iter().map(|p| (p.name.clone(), p.ty.clone())).collect();
-    let state_types: Vec<(String, sirocco::hlo::TensorType)> =
-        step.state.iter().map(|s| (s.name.clone(), s.ty.clone())).collect();
+    // Resume from the latest checkpoint, or initialize on the devices.
     let n_params = step.params.len();
     let n_state = step.state.len();
-    let (mut state, start_step, position) = match checkpointer.latest()? {
-        Some(dir) => {
-            let contents = checkpoint::load(&dir)?;
-            checkpoint::check_compatible(&contents, &param_types, &state_types)?;
-            let position: DataPosition = serde_json::from_value(contents.data_position.clone())
-                .map_err(|error| TrainerError::Other(format!("{}: data position: {error}", dir.display())))?;
-            let params = contents
-                .params
-                .iter()
-                .enumerate()
-                .map(|(i, (_, t))| step_program.put(i, t))
-                .collect::<std::result::Result<Vec<_>, _>>()?;
-            let opt_state = contents
-                .opt_state
-                .iter()
-                .enumerate()
-                .map(|(i, (_, t))| step_program.put(n_params + i, t))
-                .collect::<std::result::Result<Vec<_>, _>>()?;
+    let (mut state, start_step, position) = match resume {
+        Some(Resume { dir, contents, position }) => {
+            let params =
+                put_by_name(&step_program, 0, &contents.params, step.params.iter().map(|p| p.name.as_str()))?;
+            let opt_state = put_by_name(
+                &step_program,
+                n_params,
+                &contents.opt_state,
+                step.state.iter().map(|s| s.name.as_str()),
+            )?;
             tracing::info!("resumed from {} at step {}", dir.display(), contents.step);
             (State { params, opt_state }, contents.step, position)
         }
         None => {
+            let model = session.model.as_ref();
+            let init_program =
+                session.compile(&step::init_function(model, session.precision, &session.mesh)?, "init")?;
+            let (state_function, _) =
+                step::state_init_function(model, &session.optimizer, session.precision, &session.mesh)?;
+            let state_program = session.compile(&state_function, "optimizer init")?;
             let key = init_program.put(0, &HostTensor::from_slice(&[2], &[trainer.seed, 0u64])?)?;
             let params = init_program.execute(&[&key])?;
             let references: Vec<&ShardedArray> = params.iter().collect();
