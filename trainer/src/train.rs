@@ -3,7 +3,7 @@
 //! one executable per step, metrics read one step late so the device never waits for the
 //! host, evals, checkpoints on a background thread, clean stop on SIGTERM/SIGINT.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,6 +13,7 @@ use sirocco::hlo::{Builder, DotDimensions, Function, Sharding, TensorType};
 use sirocco::pjrt::{Client, ClientOptions, CompileCache, Plugin};
 use sirocco::program::{Program, ShardedArray};
 use sirocco::{DType, HostTensor};
+use tokio::sync::oneshot;
 use xla_optim::{Optimizer, OptimizerConfig};
 
 use crate::checkpoint::{self, CheckpointContents, Checkpointer};
@@ -174,11 +175,26 @@ struct Pending {
     data_wait: Duration,
     /// When the step's iteration began (before waiting for its batch).
     started: Instant,
-    /// When `execute` returned.
-    launched: Instant,
-    /// Whether the step had finished when `execute` returned (a synchronous plugin, such as
-    /// the CPU plugin by default).
-    finished_at_launch: bool,
+    /// When the step's outputs were computed, read in the plugin's ready callback. The loop
+    /// itself notices later (after launching the next step, or while reading the previous
+    /// step's metrics), and a thread woken to wait would add its own scheduling delay.
+    finished: oneshot::Receiver<sirocco::pjrt::Result<Instant>>,
+}
+
+impl Pending {
+    fn launched(
+        step: u64,
+        metrics: Vec<ShardedArray>,
+        data_wait: Duration,
+        started: Instant,
+    ) -> Result<Pending> {
+        let (sender, finished) = oneshot::channel();
+        metrics[0].shards()[0].ready()?.on_ready(move |status| {
+            // Nobody waits any more when the run failed meanwhile.
+            let _ = sender.send(status.map(|()| Instant::now()));
+        })?;
+        Ok(Pending { step, metrics, data_wait, started, finished })
+    }
 }
 
 /// The checkpoint a run resumes from: read, verified and checked against the run's tensors.
@@ -276,6 +292,7 @@ pub async fn train(args: &TrainArgs) -> Result<TrainSummary> {
     // Resume from the latest checkpoint, or initialize on the devices.
     let n_params = step.params.len();
     let n_state = step.state.len();
+    let resumed = resume.is_some();
     let (mut state, start_step, position) = match resume {
         Some(Resume { dir, contents, position }) => {
             let params =
@@ -312,31 +329,38 @@ pub async fn train(args: &TrainArgs) -> Result<TrainSummary> {
         None => measure_peak_flops(&session)?,
     };
     let tokens_per_step = (session.shape.batch * job.model.seq_len) as f64;
-    let flops_per_step = session.model.flops_per_token() * tokens_per_step;
+    let metric_index = |name: &str| step.metrics.iter().position(|m| m == name);
+    let mut log = StepLog {
+        tracker,
+        progress: Progress::new(trainer.num_train_steps, start_step),
+        summary: TrainSummary {
+            run_dir: run_dir.clone(),
+            steps_done: start_step,
+            first_loss: None,
+            last_loss: None,
+            last_eval_loss: None,
+            stopped_early: false,
+            tokens_per_second: 0.0,
+        },
+        throughput: Vec::new(),
+        last_done: Instant::now(),
+        recent_spans: VecDeque::with_capacity(STEP_TIME_WINDOW),
+        tokens_per_step,
+        flops_per_step: session.model.flops_per_token() * tokens_per_step,
+        peak_flops,
+        indices: ["loss", "skipped", "learning_rate", "grad_norm"].map(metric_index),
+        on_nan: trainer.on_nan,
+        stop_at: None,
+    };
     let stop = signals::stop_requested()?;
     let mut prefetcher = Prefetcher::spawn(
         BatchIter::new(train_data.clone(), session.shape.batch, trainer.seed, position)?,
         3,
     );
-    let mut progress = Progress::new(trainer.num_train_steps, start_step);
-
-    let metric_index = |name: &str| step.metrics.iter().position(|m| m == name);
-    let (loss_index, skipped_index) = (metric_index("loss"), metric_index("skipped"));
-    let (lr_index, norm_index) = (metric_index("learning_rate"), metric_index("grad_norm"));
-    let mut summary = TrainSummary {
-        run_dir: run_dir.clone(),
-        steps_done: start_step,
-        first_loss: None,
-        last_loss: None,
-        last_eval_loss: None,
-        stopped_early: false,
-        tokens_per_second: 0.0,
-    };
     let mut pending: Option<Pending> = None;
-    let mut last_done = Instant::now();
     let mut position_after = position;
-    let mut stop_for_nan = false;
-    let mut throughput = Vec::new();
+    // The step of the newest checkpoint, so that none is written twice.
+    let mut saved_step = resumed.then_some(start_step);
 
     let run_eval =
         |params: &[ShardedArray], tracker: &mut Tracker, step_number: u64| -> Result<Option<f64>> {
@@ -361,7 +385,7 @@ pub async fn train(args: &TrainArgs) -> Result<TrainSummary> {
         };
 
     let mut step_number = start_step;
-    while step_number < trainer.num_train_steps && !stop.is_set() && !stop_for_nan {
+    while step_number < trainer.num_train_steps && !stop.is_set() && log.stop_at.is_none() {
         let started = Instant::now();
         let (batch, data_wait) = prefetcher.next().await?;
         let tokens = step_program.put(n_params + n_state, &batch.tokens)?;
@@ -376,187 +400,157 @@ pub async fn train(args: &TrainArgs) -> Result<TrainSummary> {
         arguments.push(&tokens);
         arguments.extend(&runtime);
         let mut outputs = step_program.execute(&arguments)?;
-        let launched = Instant::now();
         let metrics = outputs.split_off(n_params + n_state);
-        let finished_at_launch = metrics[0].shards()[0].ready()?.is_ready()?;
         let opt_state = outputs.split_off(n_params);
         state = State { params: outputs, opt_state };
         step_number += 1;
         position_after = batch.position;
 
         // Read the previous step's metrics while this one runs.
-        if let Some(previous) = pending.replace(Pending {
-            step: step_number,
-            metrics,
-            data_wait,
-            started,
-            launched,
-            finished_at_launch,
-        }) {
-            let record = read_metrics(
-                &previous,
-                &mut last_done,
-                tokens_per_step,
-                flops_per_step,
-                peak_flops,
-                [loss_index, skipped_index, lr_index, norm_index],
-            )?;
-            stop_for_nan |= handle_record(
-                &record,
-                trainer.on_nan,
-                &mut summary,
-                &mut progress,
-                &mut tracker,
-                &mut throughput,
-            )?;
+        let launched = Pending::launched(step_number, metrics, data_wait, started)?;
+        if let Some(previous) = pending.replace(launched) {
+            log.record(previous).await?;
         }
 
         let at_eval = trainer.steps_per_eval > 0
             && step_number % trainer.steps_per_eval == 0
             && step_number < trainer.num_train_steps;
         let at_checkpoint = checkpointer.due(step_number) && step_number < trainer.num_train_steps;
-        if at_eval || at_checkpoint || stop.is_set() {
-            // Settle the pending metrics first, so a NaN step is never checkpointed.
-            if let Some(previous) = pending.take() {
-                let record = read_metrics(
-                    &previous,
-                    &mut last_done,
-                    tokens_per_step,
-                    flops_per_step,
-                    peak_flops,
-                    [loss_index, skipped_index, lr_index, norm_index],
-                )?;
-                stop_for_nan |= handle_record(
-                    &record,
-                    trainer.on_nan,
-                    &mut summary,
-                    &mut progress,
-                    &mut tracker,
-                    &mut throughput,
-                )?;
+        if at_eval || at_checkpoint {
+            // Settle this step's metrics first, so a non-finite step is never checkpointed.
+            if let Some(current) = pending.take() {
+                log.record(current).await?;
             }
             if at_eval {
-                summary.last_eval_loss =
-                    run_eval(&state.params, &mut tracker, step_number)?.or(summary.last_eval_loss);
+                log.summary.last_eval_loss =
+                    run_eval(&state.params, &mut log.tracker, step_number)?.or(log.summary.last_eval_loss);
             }
-            if (at_checkpoint || stop.is_set()) && !stop_for_nan {
+            if at_checkpoint && log.stop_at.is_none() {
                 save(&mut checkpointer, &step, &state, step_number, position_after, trainer.seed, &resolved)?;
+                saved_step = Some(step_number);
             }
         }
     }
-    if let Some(previous) = pending.take() {
-        let record = read_metrics(
-            &previous,
-            &mut last_done,
-            tokens_per_step,
-            flops_per_step,
-            peak_flops,
-            [loss_index, skipped_index, lr_index, norm_index],
-        )?;
-        stop_for_nan |= handle_record(
-            &record,
-            trainer.on_nan,
-            &mut summary,
-            &mut progress,
-            &mut tracker,
-            &mut throughput,
-        )?;
+    if let Some(last) = pending.take() {
+        log.record(last).await?;
     }
     drop(prefetcher);
-    summary.steps_done = step_number;
-    summary.stopped_early = step_number < trainer.num_train_steps;
-    if !stop_for_nan {
-        if !summary.stopped_early {
-            summary.last_eval_loss =
-                run_eval(&state.params, &mut tracker, step_number)?.or(summary.last_eval_loss);
+    log.summary.steps_done = step_number;
+    log.summary.stopped_early = step_number < trainer.num_train_steps;
+    if log.stop_at.is_none() {
+        if !log.summary.stopped_early {
+            log.summary.last_eval_loss =
+                run_eval(&state.params, &mut log.tracker, step_number)?.or(log.summary.last_eval_loss);
         }
-        save(&mut checkpointer, &step, &state, step_number, position_after, trainer.seed, &resolved)?;
+        if saved_step != Some(step_number) {
+            save(&mut checkpointer, &step, &state, step_number, position_after, trainer.seed, &resolved)?;
+        }
     }
     checkpointer.wait()?;
-    progress.finish();
-    tracker.finish()?;
-    let mut rates = throughput;
-    summary.tokens_per_second = if rates.is_empty() { 0.0 } else { crate::bench::median(&mut rates) };
-    if stop_for_nan {
+    log.progress.finish();
+    log.tracker.finish()?;
+    let StepLog { mut summary, mut throughput, stop_at, .. } = log;
+    summary.tokens_per_second =
+        if throughput.is_empty() { 0.0 } else { crate::bench::median(&mut throughput) };
+    if let Some(bad_step) = stop_at {
+        let kept = match checkpointer.latest()? {
+            Some(dir) => format!("the last good checkpoint, {}, is kept", dir.display()),
+            None => {
+                format!("no checkpoint was saved before it (in {})", trainer.checkpointer.base_path.display())
+            }
+        };
         return Err(TrainerError::Other(format!(
-            "stopped at step {step_number}: non-finite loss or gradients (trainer.on_nan: stop); the last good checkpoint is in {}",
-            trainer.checkpointer.base_path.display()
+            "stopped: step {bad_step} had a non-finite loss or gradients (trainer.on_nan: stop); {kept}"
         )));
     }
     Ok(summary)
 }
 
-/// One step's record: the values logged to metrics.jsonl.
-struct StepRecord {
-    step: u64,
-    loss: f64,
-    skipped: bool,
-    values: Vec<(&'static str, f64)>,
-}
+/// Steps whose mean span is the logged step time (and tokens per second, MFU).
+const STEP_TIME_WINDOW: usize = 4;
 
-/// Reads a step's metrics. Its time runs from when it could start (the previous step done,
-/// or its own iteration begun, whichever is later: evals and checkpoints in between don't
-/// count) to when it was done, so it includes waiting for data.
-fn read_metrics(
-    pending: &Pending,
-    last_done: &mut Instant,
+/// Turns finished steps into metrics records, and keeps what the run reports: progress, the
+/// summary, the non-finite step that stops the run.
+struct StepLog {
+    tracker: Tracker,
+    progress: Progress,
+    summary: TrainSummary,
+    /// Tokens per second of each finite step.
+    throughput: Vec<f64>,
+    /// When the previous step finished.
+    last_done: Instant,
+    /// The spans of the last steps (at most [`STEP_TIME_WINDOW`]).
+    recent_spans: VecDeque<Duration>,
     tokens_per_step: f64,
     flops_per_step: f64,
     peak_flops: f64,
-    [loss, skipped, lr, norm]: [Option<usize>; 4],
-) -> Result<StepRecord> {
-    let scalar = |index: Option<usize>| -> Result<Option<f64>> {
-        match index {
-            Some(i) => Ok(Some(f64::from(pending.metrics[i].to_host()?.to_vec::<f32>()?[0]))),
-            None => Ok(None),
-        }
-    };
-    let loss_value = scalar(loss)?.unwrap_or(f64::NAN);
-    let skipped_value = scalar(skipped)?.unwrap_or(0.0) > 0.5;
-    // Asynchronous plugins finish when the metrics can be read; synchronous ones when
-    // `execute` returned.
-    let done =
-        if pending.finished_at_launch { pending.launched } else { Instant::now().max(pending.launched) };
-    let step_time = done.duration_since((*last_done).max(pending.started)).as_secs_f64();
-    *last_done = done;
-    let mut values = vec![("loss", loss_value)];
-    if let Some(value) = scalar(lr)? {
-        values.push(("lr", value));
-    }
-    if let Some(value) = scalar(norm)? {
-        values.push(("grad_norm", value));
-    }
-    values.extend([
-        ("tokens_per_second", tokens_per_step / step_time),
-        ("mfu", flops_per_step / step_time / peak_flops),
-        ("step_time_s", step_time),
-        ("data_wait_s", pending.data_wait.as_secs_f64()),
-        ("skipped", if skipped_value { 1.0 } else { 0.0 }),
-    ]);
-    Ok(StepRecord { step: pending.step, loss: loss_value, skipped: skipped_value, values })
+    /// Where `loss`, `skipped`, `learning_rate` and `grad_norm` are among the step's metrics.
+    indices: [Option<usize>; 4],
+    on_nan: NanPolicy,
+    /// The first non-finite step, once `on_nan: stop` stops the run.
+    stop_at: Option<u64>,
 }
 
-/// Logs a record; returns true when the run must stop for a non-finite step.
-fn handle_record(
-    record: &StepRecord,
-    policy: NanPolicy,
-    summary: &mut TrainSummary,
-    progress: &mut Progress,
-    tracker: &mut Tracker,
-    throughput: &mut Vec<f64>,
-) -> Result<bool> {
-    tracker.log(record.step, &record.values)?;
-    let tokens_per_second =
-        record.values.iter().find(|(name, _)| *name == "tokens_per_second").map_or(0.0, |(_, v)| *v);
-    if record.skipped {
-        progress.message(&format!("step {}: non-finite loss or gradients; update skipped", record.step));
-        return Ok(policy == NanPolicy::Stop);
+impl StepLog {
+    /// Waits for a step to finish, reads its metrics and logs them.
+    async fn record(&mut self, pending: Pending) -> Result<()> {
+        let Pending { step, metrics, data_wait, started, finished } = pending;
+        let finished = finished.await.map_err(|_| {
+            TrainerError::Other(format!("step {step}: the plugin dropped the step's ready callback"))
+        })??;
+        let scalar = |index: Option<usize>| -> Result<Option<f64>> {
+            match index {
+                Some(i) => Ok(Some(f64::from(metrics[i].to_host()?.to_vec::<f32>()?[0]))),
+                None => Ok(None),
+            }
+        };
+        let [loss, skipped, lr, norm] = self.indices;
+        let loss = scalar(loss)?.unwrap_or(f64::NAN);
+        let skipped = scalar(skipped)?.unwrap_or(0.0) > 0.5;
+        // The step's span runs from when it could start (the previous step finished, or its own
+        // iteration began, whichever is later: evals and checkpoints in between don't count,
+        // waiting for data does) to when it finished. The spans tile the run, but the boundary
+        // between two steps is not always seen where it is: XLA:CPU sometimes reports a step
+        // done only after the next one computed, which would leave that one no time at all.
+        // So the step time logged is the mean span of the last few steps, which such a shift
+        // barely moves.
+        let span = finished.duration_since(self.last_done.max(started));
+        self.last_done = finished;
+        if self.recent_spans.len() == STEP_TIME_WINDOW {
+            self.recent_spans.pop_front();
+        }
+        self.recent_spans.push_back(span);
+        let step_time =
+            self.recent_spans.iter().sum::<Duration>().as_secs_f64() / self.recent_spans.len() as f64;
+        let tokens_per_second = self.tokens_per_step / step_time;
+        let mut values = vec![("loss", loss)];
+        if let Some(value) = scalar(lr)? {
+            values.push(("lr", value));
+        }
+        if let Some(value) = scalar(norm)? {
+            values.push(("grad_norm", value));
+        }
+        values.extend([
+            ("tokens_per_second", tokens_per_second),
+            ("mfu", self.flops_per_step / step_time / self.peak_flops),
+            ("step_time_s", step_time),
+            ("data_wait_s", data_wait.as_secs_f64()),
+            ("skipped", if skipped { 1.0 } else { 0.0 }),
+        ]);
+        self.tracker.log(step, &values)?;
+        if skipped {
+            self.progress.message(&format!("step {step}: non-finite loss or gradients; update skipped"));
+            if self.on_nan == NanPolicy::Stop {
+                self.stop_at.get_or_insert(step);
+            }
+            return Ok(());
+        }
+        self.summary.first_loss.get_or_insert(loss);
+        self.summary.last_loss = Some(loss);
+        self.throughput.push(tokens_per_second);
+        self.progress.update(step, loss, tokens_per_second);
+        Ok(())
     }
-    summary.first_loss.get_or_insert(record.loss);
-    summary.last_loss = Some(record.loss);
-    throughput.push(tokens_per_second);
-    progress.update(record.step, record.loss, tokens_per_second);
-    Ok(false)
 }
 
 #[allow(clippy::too_many_arguments)]
