@@ -2,7 +2,7 @@
 //! `optimizer`), with dotted `--set a.b=c` overrides. Every struct denies unknown fields, and
 //! every error names the file, the field path and what is allowed.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 use serde_yaml::{Mapping, Value as Yaml};
@@ -123,8 +123,8 @@ impl Default for RuntimeConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CheckpointerConfig {
-    /// Directory of the checkpoints (`step-N/` inside); relative paths are relative to the
-    /// working directory.
+    /// Directory of the checkpoints (`step-N/` inside); a relative path is relative to
+    /// `trainer.run_dir`.
     pub base_path: PathBuf,
     /// Save every this many steps (0: never by steps).
     pub save_interval_steps: u64,
@@ -163,6 +163,17 @@ pub enum NanPolicy {
     Stop,
 }
 
+/// Where the optimizer's scheduled hyperparameters (the learning rate) are computed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HyperparameterSource {
+    /// On the host each step, fed to the step as inputs: changing the learning rate or the
+    /// schedule never recompiles (the compile cache hits).
+    Runtime,
+    /// In the graph from the optimizer's step counter (optax's `inject_hyperparams`).
+    Graph,
+}
+
 /// How training runs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -183,13 +194,16 @@ pub struct TrainerConfig {
     pub runtime: RuntimeConfig,
     pub checkpointer: CheckpointerConfig,
     pub tracker: Vec<TrackerKind>,
-    /// Where metrics, plots and (by default) checkpoints of the run go.
+    /// Where metrics, plots and checkpoints of the run go (a relative
+    /// `checkpointer.base_path` is inside it).
     pub run_dir: PathBuf,
     /// Weight of the z-loss (`log(Z)^2`) added to the cross-entropy; 0 disables it.
     pub z_loss_weight: f64,
     pub on_nan: NanPolicy,
     /// Peak FLOP/s of one device for MFU; null measures a matmul at start-up.
     pub device_flops: Option<f64>,
+    /// `runtime` (default: schedules evaluated on the host, never recompiling) or `graph`.
+    pub hyperparameters: HyperparameterSource,
 }
 
 impl Default for TrainerConfig {
@@ -210,6 +224,7 @@ impl Default for TrainerConfig {
             z_loss_weight: 0.0,
             on_nan: NanPolicy::Skip,
             device_flops: None,
+            hyperparameters: HyperparameterSource::Runtime,
         }
     }
 }
@@ -320,17 +335,57 @@ fn check_fields<T: serde::de::DeserializeOwned + Serialize + Default>(
     Ok(())
 }
 
+/// Merges `layer` into `base`: mappings key by key (recursively), anything else replaced.
+fn merge(base: &mut Yaml, layer: Yaml) {
+    match (base, layer) {
+        (Yaml::Mapping(base), Yaml::Mapping(layer)) => {
+            for (key, value) in layer {
+                match base.get_mut(&key) {
+                    Some(existing) => merge(existing, value),
+                    None => {
+                        base.insert(key, value);
+                    }
+                }
+            }
+        }
+        (base, layer) => *base = layer,
+    }
+}
+
 impl JobConfig {
-    /// Reads `path`, applies `overrides`, and checks every section.
-    pub fn load(path: &Path, overrides: &[String]) -> Result<JobConfig> {
-        let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|error| TrainerError::io(path, error))?;
-        Self::from_yaml_str(&text, &file, overrides)
+    /// Reads `paths` (later files override earlier ones, mapping by mapping: e.g. a job, then a
+    /// model size from `configs/models/`), applies `overrides`, and checks every section.
+    pub fn load(paths: &[PathBuf], overrides: &[String]) -> Result<JobConfig> {
+        let Some(first) = paths.first() else {
+            return Err(TrainerError::Other("no config file given (--config FILE)".into()));
+        };
+        let mut root = Yaml::Null;
+        for path in paths {
+            let file = path.display().to_string();
+            let text = std::fs::read_to_string(path).map_err(|error| TrainerError::io(path, error))?;
+            let layer: Yaml = serde_yaml::from_str(&text)
+                .map_err(|error| config_error(&file, "(document)", error.to_string()))?;
+            if !layer.is_null() && !layer.is_mapping() {
+                return Err(config_error(
+                    &file,
+                    "(document)",
+                    "expected a mapping with data, model, trainer, optimizer",
+                ));
+            }
+            merge(&mut root, layer);
+        }
+        let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+        let file = if paths.len() == 1 { first.display().to_string() } else { names.join(" + ") };
+        Self::from_yaml(root, &file, overrides)
     }
 
     pub fn from_yaml_str(text: &str, file: &str, overrides: &[String]) -> Result<JobConfig> {
-        let mut root: Yaml = serde_yaml::from_str(text)
+        let root: Yaml = serde_yaml::from_str(text)
             .map_err(|error| config_error(file, "(document)", error.to_string()))?;
+        Self::from_yaml(root, file, overrides)
+    }
+
+    fn from_yaml(mut root: Yaml, file: &str, overrides: &[String]) -> Result<JobConfig> {
         if root.is_null() {
             root = Yaml::Mapping(Mapping::new());
         }
@@ -352,7 +407,7 @@ impl JobConfig {
                 ));
             }
         }
-        let config = JobConfig {
+        let mut config = JobConfig {
             data: section(mapping.get("data"), "data", file)?,
             model: section(mapping.get("model"), "model", file)?,
             trainer: section(mapping.get("trainer"), "trainer", file)?,
@@ -360,6 +415,10 @@ impl JobConfig {
             source: file.to_string(),
         };
         config.validate()?;
+        let checkpoints = &mut config.trainer.checkpointer.base_path;
+        if checkpoints.is_relative() {
+            *checkpoints = config.trainer.run_dir.join(&*checkpoints);
+        }
         Ok(config)
     }
 

@@ -1,6 +1,7 @@
 //! The sirocco trainer library: the logic behind every `sirocco` subcommand.
 pub mod bench;
 pub mod checkpoint;
+pub mod cli;
 pub mod config;
 pub mod data;
 pub mod devices;

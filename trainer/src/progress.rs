@@ -24,7 +24,8 @@ pub enum ProgressDisplay {
 /// Progress of a training run from `start_step` to `total_steps`.
 pub struct Progress {
     total_steps: u64,
-    start_step: u64,
+    /// The last step reported done (reported on screen or not).
+    last_step: u64,
     started: Instant,
     display: Display,
 }
@@ -67,11 +68,12 @@ impl Progress {
                 last_report: None,
             }),
         };
-        Progress { total_steps, start_step, started: Instant::now(), display }
+        Progress { total_steps, last_step: start_step, started: Instant::now(), display }
     }
 
     /// Step `step` is done, with this loss and throughput.
     pub fn update(&mut self, step: u64, loss: f64, tokens_per_second: f64) {
+        self.last_step = self.last_step.max(step);
         let now = Instant::now();
         let total_steps = self.total_steps;
         match &mut self.display {
@@ -114,10 +116,10 @@ impl Progress {
     pub fn finish(&mut self) {
         match &self.display {
             Display::Bar(bar) => bar.finish(),
-            Display::Log(cadence) => {
-                let last_step = cadence.last_report.map_or(self.start_step, |(_, step)| step);
+            Display::Log(_) => {
                 tracing::info!(
-                    "finished at step {last_step}/{} after {}",
+                    "finished at step {}/{} after {}",
+                    self.last_step,
                     self.total_steps,
                     format_duration(self.started.elapsed())
                 );

@@ -260,8 +260,8 @@ pub struct TrainStep {
     pub params: Vec<ParamSpec>,
     pub state: Vec<StateSpec>,
     pub runtime_inputs: Vec<String>,
-    /// Names of the scalar outputs after params and state: `loss`, `skipped`, then the
-    /// optimizer's metrics (`grad_norm`, `learning_rate`, ...).
+    /// Names of the scalar outputs after params and state: `loss`, `skipped`, `grad_norm`, then
+    /// the optimizer's other metrics (`learning_rate`, ...).
     pub metrics: Vec<String>,
 }
 
@@ -317,17 +317,21 @@ pub fn train_step_function(
     let ctx = UpdateContext::new(&builder, &params, &specs, &runtime);
     let ctx = UpdateContext { loss: Some(&loss), ..ctx };
     let applied = optimizer.apply(&ctx, &grads, &state)?;
-    let all_grads: Vec<Value> = grads.iter().map(|g| g.convert(DType::F32)).collect();
-    let finite = loss.is_finite().and(&xla_optim::transform::global_norm(&builder, &all_grads).is_finite());
+    // The same ops as the clipping's norm, so the graph shares them (no extra pass).
+    let grad_norm = xla_optim::transform::global_norm(&builder, &grads);
+    let finite = loss.is_finite().and(&grad_norm.is_finite());
     let mut outputs: Vec<Value> =
         params.iter().zip(&applied.params).map(|(old, new)| finite.select(new, old)).collect();
     outputs.extend(state.iter().zip(&applied.state).map(|(old, new)| finite.select(new, old)));
-    let mut metrics = vec!["loss".to_string(), "skipped".to_string()];
+    let mut metrics = vec!["loss".to_string(), "skipped".to_string(), "grad_norm".to_string()];
     outputs.push(loss.convert(DType::F32));
     outputs.push(finite.not().convert(DType::F32));
+    outputs.push(grad_norm.convert(DType::F32));
     for (name, value) in &applied.metrics {
-        metrics.push(name.clone());
-        outputs.push(value.convert(DType::F32));
+        if !metrics.contains(name) {
+            metrics.push(name.clone());
+            outputs.push(value.convert(DType::F32));
+        }
     }
     let mut function = builder.build(&outputs)?;
     let donated = specs.len() + state_specs.len();

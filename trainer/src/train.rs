@@ -4,7 +4,7 @@
 //! host, evals, checkpoints on a background thread, clean stop on SIGTERM/SIGINT.
 
 use std::collections::{HashMap, VecDeque};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,7 +17,7 @@ use tokio::sync::oneshot;
 use xla_optim::{Optimizer, OptimizerConfig};
 
 use crate::checkpoint::{self, CheckpointContents, Checkpointer};
-use crate::config::{JobConfig, NanPolicy, Precision};
+use crate::config::{HyperparameterSource, JobConfig, NanPolicy, Precision};
 use crate::data::{eval_batches, tokenize_split, BatchIter, DataPosition, Dataset, Prefetcher, Tokenizer};
 use crate::error::{Result, TrainerError};
 use crate::metrics::Tracker;
@@ -29,9 +29,10 @@ use crate::step::{self, RunMesh, StepShape, TrainStep};
 /// Arguments of `sirocco train`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct TrainArgs {
-    /// The job's YAML file.
-    #[arg(long)]
-    pub config: PathBuf,
+    /// The job's YAML file; repeat to layer files (later ones override: e.g. a job, then a
+    /// model size from configs/models/).
+    #[arg(long, required = true)]
+    pub config: Vec<PathBuf>,
     /// Override a field: `--set trainer.num_train_steps=100` (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub overrides: Vec<String>,
@@ -75,11 +76,15 @@ fn config_error(job: &JobConfig, path: &str, message: impl Into<String>) -> Trai
 impl Session {
     /// Reads and checks everything that needs no compilation: config, optimizer, plugin,
     /// mesh, tokenizer and model.
-    pub fn open(config: &Path, overrides: &[String]) -> Result<Session> {
+    pub fn open(config: &[PathBuf], overrides: &[String]) -> Result<Session> {
         let job = JobConfig::load(config, overrides)?;
         let optimizer_path = format!("{}: optimizer", job.source);
         let optimizer_config = OptimizerConfig::from_yaml(&job.optimizer, &optimizer_path)?;
         let optimizer = optimizer_config.build(job.trainer.num_train_steps, &optimizer_path)?;
+        let optimizer = match job.trainer.hyperparameters {
+            HyperparameterSource::Runtime => optimizer.with_runtime_hyperparameters(),
+            HyperparameterSource::Graph => optimizer,
+        };
         let precision =
             Precision::parse(&job.trainer.mp).map_err(|message| config_error(&job, "trainer.mp", message))?;
         let runtime = &job.trainer.runtime;
@@ -94,6 +99,15 @@ impl Session {
             client.addressable_devices().len(),
         )
         .map_err(|message| config_error(&job, "trainer.mesh", message))?;
+        let available = client.addressable_devices().len();
+        if mesh.devices() < available {
+            tracing::warn!(
+                "the mesh (data {} x model {}) uses {} of the {available} devices",
+                mesh.data,
+                mesh.model,
+                mesh.devices()
+            );
+        }
         let tokenizer = Tokenizer::load(&job.data.tokenizer)?;
         let model = model::build(&job.model, tokenizer.vocab_size());
         let shape = StepShape::new(
@@ -155,10 +169,47 @@ fn measure_peak_flops(session: &Session) -> Result<f64> {
     Ok(2.0 * (m * k * n) as f64 / best)
 }
 
+/// Tokenizes (or reuses the cache of) the `train` or `validation` files and packs them; errors
+/// name the config field (`data.train_urls`) as well as the file.
+fn open_split(session: &Session, split: &str) -> Result<Dataset> {
+    let job = &session.job;
+    let (urls, field) = if split == "train" {
+        (&job.data.train_urls, "data.train_urls")
+    } else {
+        (&job.data.validation_urls, "data.validation_urls")
+    };
+    tokenize_split(&job.data, urls, split, &session.tokenizer)
+        .and_then(|tokenized| Dataset::open(&tokenized, job.model.seq_len))
+        .map_err(|error| config_error(job, field, error.to_string()))
+}
+
 /// Device arrays of the model state.
 struct State {
     params: Vec<ShardedArray>,
     opt_state: Vec<ShardedArray>,
+}
+
+/// Launches one train step: `state` is donated, the new state and the metric outputs
+/// returned. `hyperparameters` are the runtime inputs (the learning rate) for this update.
+fn launch_step(
+    program: &Program,
+    state: State,
+    tokens: &ShardedArray,
+    hyperparameters: &[f32],
+) -> Result<(State, Vec<ShardedArray>)> {
+    let (n_params, n_state) = (state.params.len(), state.opt_state.len());
+    let runtime: Vec<ShardedArray> = hyperparameters
+        .iter()
+        .enumerate()
+        .map(|(i, value)| program.put(n_params + n_state + 1 + i, &HostTensor::scalar(*value)))
+        .collect::<std::result::Result<_, _>>()?;
+    let mut arguments: Vec<&ShardedArray> = state.params.iter().chain(&state.opt_state).collect();
+    arguments.push(tokens);
+    arguments.extend(&runtime);
+    let mut outputs = program.execute(&arguments)?;
+    let metrics = outputs.split_off(n_params + n_state);
+    let opt_state = outputs.split_off(n_params);
+    Ok((State { params: outputs, opt_state }, metrics))
 }
 
 fn host_tensors(
@@ -213,7 +264,8 @@ fn find_resume(checkpointer: &Checkpointer, step: &TrainStep) -> Result<Option<R
         step.params.iter().map(|p| (p.name.clone(), p.ty.clone())).collect();
     let state_types: Vec<(String, TensorType)> =
         step.state.iter().map(|s| (s.name.clone(), s.ty.clone())).collect();
-    checkpoint::check_compatible(&contents, &param_types, &state_types)?;
+    checkpoint::check_compatible(&contents, &param_types, &state_types)
+        .map_err(|error| TrainerError::Other(format!("{}: {error}", dir.display())))?;
     let position: DataPosition = serde_json::from_value(contents.data_position.clone())
         .map_err(|error| TrainerError::Other(format!("{}: data position: {error}", dir.display())))?;
     Ok(Some(Resume { dir, contents, position }))
@@ -240,6 +292,9 @@ fn put_by_name<'a>(
 }
 
 pub async fn train(args: &TrainArgs) -> Result<TrainSummary> {
+    // Installed first, so a SIGTERM during tokenization or compilation stops the run cleanly
+    // before its first step instead of killing it.
+    let stop = signals::stop_requested()?;
     let session = Session::open(&args.config, &args.overrides)?;
     let job = &session.job;
     let trainer = &job.trainer;
@@ -247,14 +302,9 @@ pub async fn train(args: &TrainArgs) -> Result<TrainSummary> {
     std::fs::create_dir_all(&run_dir).map_err(|error| TrainerError::io(&run_dir, error))?;
 
     // Data: tokenized once into the cache, reused by later runs.
-    let train_split = tokenize_split(&job.data, &job.data.train_urls, "train", &session.tokenizer)?;
-    let train_data = Arc::new(Dataset::open(&train_split, job.model.seq_len)?);
-    let validation = if job.data.validation_urls.is_empty() {
-        None
-    } else {
-        let split = tokenize_split(&job.data, &job.data.validation_urls, "validation", &session.tokenizer)?;
-        Some(Dataset::open(&split, job.model.seq_len)?)
-    };
+    let train_data = Arc::new(open_split(&session, "train")?);
+    let validation =
+        if job.data.validation_urls.is_empty() { None } else { Some(open_split(&session, "validation")?) };
     tracing::info!(
         "train corpus: {} tokens, {} sequences of {}",
         train_data.num_tokens(),
@@ -329,7 +379,6 @@ pub async fn train(args: &TrainArgs) -> Result<TrainSummary> {
         None => measure_peak_flops(&session)?,
     };
     let tokens_per_step = (session.shape.batch * job.model.seq_len) as f64;
-    let metric_index = |name: &str| step.metrics.iter().position(|m| m == name);
     let mut log = StepLog {
         tracker,
         progress: Progress::new(trainer.num_train_steps, start_step),
@@ -348,11 +397,10 @@ pub async fn train(args: &TrainArgs) -> Result<TrainSummary> {
         tokens_per_step,
         flops_per_step: session.model.flops_per_token() * tokens_per_step,
         peak_flops,
-        indices: ["loss", "skipped", "learning_rate", "grad_norm"].map(metric_index),
+        names: step.metrics.clone(),
         on_nan: trainer.on_nan,
         stop_at: None,
     };
-    let stop = signals::stop_requested()?;
     let mut prefetcher = Prefetcher::spawn(
         BatchIter::new(train_data.clone(), session.shape.batch, trainer.seed, position)?,
         3,
@@ -389,20 +437,9 @@ pub async fn train(args: &TrainArgs) -> Result<TrainSummary> {
         let started = Instant::now();
         let (batch, data_wait) = prefetcher.next().await?;
         let tokens = step_program.put(n_params + n_state, &batch.tokens)?;
-        let runtime: Vec<ShardedArray> = session
-            .optimizer
-            .runtime_values(step_number as i64)
-            .into_iter()
-            .enumerate()
-            .map(|(i, value)| step_program.put(n_params + n_state + 1 + i, &HostTensor::scalar(value)))
-            .collect::<std::result::Result<_, _>>()?;
-        let mut arguments: Vec<&ShardedArray> = state.params.iter().chain(&state.opt_state).collect();
-        arguments.push(&tokens);
-        arguments.extend(&runtime);
-        let mut outputs = step_program.execute(&arguments)?;
-        let metrics = outputs.split_off(n_params + n_state);
-        let opt_state = outputs.split_off(n_params);
-        state = State { params: outputs, opt_state };
+        let hyperparameters = session.optimizer.runtime_values(step_number as i64);
+        let (next, metrics) = launch_step(&step_program, state, &tokens, &hyperparameters)?;
+        state = next;
         step_number += 1;
         position_after = batch.position;
 
@@ -484,8 +521,8 @@ struct StepLog {
     tokens_per_step: f64,
     flops_per_step: f64,
     peak_flops: f64,
-    /// Where `loss`, `skipped`, `learning_rate` and `grad_norm` are among the step's metrics.
-    indices: [Option<usize>; 4],
+    /// Names of the step's metric outputs (`loss`, `skipped`, `grad_norm`, the optimizer's).
+    names: Vec<String>,
     on_nan: NanPolicy,
     /// The first non-finite step, once `on_nan: stop` stops the run.
     stop_at: Option<u64>,
@@ -498,15 +535,13 @@ impl StepLog {
         let finished = finished.await.map_err(|_| {
             TrainerError::Other(format!("step {step}: the plugin dropped the step's ready callback"))
         })??;
-        let scalar = |index: Option<usize>| -> Result<Option<f64>> {
-            match index {
-                Some(i) => Ok(Some(f64::from(metrics[i].to_host()?.to_vec::<f32>()?[0]))),
-                None => Ok(None),
-            }
-        };
-        let [loss, skipped, lr, norm] = self.indices;
-        let loss = scalar(loss)?.unwrap_or(f64::NAN);
-        let skipped = scalar(skipped)?.unwrap_or(0.0) > 0.5;
+        let read: Vec<f64> = metrics
+            .iter()
+            .map(|metric| Ok(f64::from(metric.to_host()?.to_vec::<f32>()?[0])))
+            .collect::<Result<_>>()?;
+        let value = |name: &str| self.names.iter().position(|n| n == name).map(|i| read[i]);
+        let loss = value("loss").unwrap_or(f64::NAN);
+        let skipped = value("skipped").unwrap_or(0.0) > 0.5;
         // The step's span runs from when it could start (the previous step finished, or its own
         // iteration began, whichever is later: evals and checkpoints in between don't count,
         // waiting for data does) to when it finished. The spans tile the run, but the boundary
@@ -524,11 +559,14 @@ impl StepLog {
             self.recent_spans.iter().sum::<Duration>().as_secs_f64() / self.recent_spans.len() as f64;
         let tokens_per_second = self.tokens_per_step / step_time;
         let mut values = vec![("loss", loss)];
-        if let Some(value) = scalar(lr)? {
-            values.push(("lr", value));
-        }
-        if let Some(value) = scalar(norm)? {
-            values.push(("grad_norm", value));
+        // The optimizer's metrics: the learning rate (logged as `lr`), `grad_norm`, and any a
+        // transform reports (e.g. `skipped_spike`).
+        for (name, metric) in self.names.iter().zip(&read) {
+            match name.as_str() {
+                "loss" | "skipped" => {}
+                "learning_rate" => values.push(("lr", *metric)),
+                other => values.push((other, *metric)),
+            }
         }
         values.extend([
             ("tokens_per_second", tokens_per_second),
@@ -579,8 +617,9 @@ fn save(
 /// Arguments of `sirocco hlo`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct HloArgs {
-    #[arg(long)]
-    pub config: PathBuf,
+    /// The job's YAML file(s), as for `train`.
+    #[arg(long, required = true)]
+    pub config: Vec<PathBuf>,
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub overrides: Vec<String>,
     /// Output directory: `train_step.mlir` (our StableHLO) and `xla/` (XLA's dumps, with the
@@ -628,8 +667,9 @@ pub fn dump_hlo(args: &HloArgs) -> Result<Vec<PathBuf>> {
 /// Arguments of `sirocco bench train`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct TrainBenchArgs {
-    #[arg(long)]
-    pub config: PathBuf,
+    /// The job's YAML file(s), as for `train`.
+    #[arg(long, required = true)]
+    pub config: Vec<PathBuf>,
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub overrides: Vec<String>,
     /// Timed steps of each kind (after 2 warm-up steps).
@@ -683,8 +723,7 @@ impl std::fmt::Display for TrainBenchReport {
 pub async fn benchmark(args: &TrainBenchArgs) -> Result<TrainBenchReport> {
     let session = Session::open(&args.config, &args.overrides)?;
     let job = &session.job;
-    let split = tokenize_split(&job.data, &job.data.train_urls, "train", &session.tokenizer)?;
-    let dataset = Arc::new(Dataset::open(&split, job.model.seq_len)?);
+    let dataset = Arc::new(open_split(&session, "train")?);
     // A client without the persistent compile cache, so compilation is timed for real.
     let client = Client::new(
         session.client.plugin(),
@@ -715,15 +754,12 @@ pub async fn benchmark(args: &TrainBenchArgs) -> Result<TrainBenchReport> {
         BatchIter::new(dataset.clone(), session.shape.batch, job.trainer.seed, DataPosition::default())?;
     let resident = program.put(n_params + n_state, &iter.next_batch()?.tokens)?;
     let warmup = 2;
+    let hyperparameters = session.optimizer.runtime_values(0);
     let run = |state: State, tokens: &ShardedArray| -> Result<(State, f64)> {
         let start = Instant::now();
-        let mut arguments: Vec<&ShardedArray> = state.params.iter().chain(&state.opt_state).collect();
-        arguments.push(tokens);
-        let mut outputs = program.execute(&arguments)?;
-        let metrics = outputs.split_off(n_params + n_state);
+        let (state, metrics) = launch_step(&program, state, tokens, &hyperparameters)?;
         metrics[0].to_host()?;
-        let opt_state = outputs.split_off(n_params);
-        Ok((State { params: outputs, opt_state }, start.elapsed().as_secs_f64()))
+        Ok((state, start.elapsed().as_secs_f64()))
     };
     let mut resident_times = Vec::new();
     for i in 0..warmup + args.steps {
