@@ -280,12 +280,22 @@ impl Program {
             ));
         }
         let text = function.to_stablehlo_with(crate::hlo::EmitOptions { partitioner });
-        let options = CompileOptions {
+        let mut options = CompileOptions {
             num_partitions: partitions,
             use_spmd_partitioning: partitions > 1,
             use_shardy_partitioner: partitioner == Partitioner::Shardy,
             ..CompileOptions::default()
         };
+        if client.platform_name() == "cpu" {
+            // As JAX does: XLA:CPU's concurrency-optimized scheduler runs independent ops side
+            // by side, which on a memory-bound step (an optimizer update over many tensors)
+            // streams every tensor through memory once per op instead of finishing one tensor
+            // while it is in cache: a reduction over 400 MB of gradients takes 2.5x longer.
+            options.env_option_overrides.insert(
+                "xla_cpu_enable_concurrency_optimized_scheduler".into(),
+                crate::pjrt::OptionOverride::Bool(false),
+            );
+        }
         let executable = client.compile(&text, &options)?;
         let devices = executable.addressable_devices();
         let sharding_or_replicated =

@@ -69,6 +69,10 @@ pub struct OptimizerBenchArgs {
     pub json: bool,
     #[arg(long, default_value = "cpu")]
     pub plugin: String,
+    /// Where the learning-rate schedule is computed: `runtime` (on the host, fed to the step,
+    /// as `sirocco train` does by default) or `graph`.
+    #[arg(long, value_enum, default_value_t = crate::config::HyperparameterSource::Runtime)]
+    pub hyperparameters: crate::config::HyperparameterSource,
 }
 
 /// What `sirocco bench optimizer` measures.
@@ -115,6 +119,10 @@ pub fn optimizer(args: &OptimizerBenchArgs) -> Result<OptimizerBenchReport> {
     }
     let warmup = 3;
     let (config, optimizer) = load_optimizer(&args.optimizer, (args.steps + warmup) as u64)?;
+    let optimizer = match args.hyperparameters {
+        crate::config::HyperparameterSource::Runtime => optimizer.with_runtime_hyperparameters(),
+        crate::config::HyperparameterSource::Graph => optimizer,
+    };
     let specs: Vec<ParamSpec> = tensor_dims(args.params, args.tensors)
         .iter()
         .enumerate()

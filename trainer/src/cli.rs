@@ -106,7 +106,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Train(args) => {
             let summary = tokio_runtime()?.block_on(train::train(&args))?;
             println!(
-                "trained {} steps: loss {} -> {}, eval loss {}, {:.0} tokens/s; metrics and loss.png in {}",
+                "trained {} steps: loss {} -> {}, eval loss {}, {:.0} tokens/s; outputs in {}",
                 summary.steps_done,
                 summary.first_loss.map_or("-".into(), |l| format!("{l:.4}")),
                 summary.last_loss.map_or("-".into(), |l| format!("{l:.4}")),

@@ -164,7 +164,7 @@ pub enum NanPolicy {
 }
 
 /// Where the optimizer's scheduled hyperparameters (the learning rate) are computed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum HyperparameterSource {
     /// On the host each step, fed to the step as inputs: changing the learning rate or the
@@ -365,7 +365,11 @@ impl JobConfig {
             let text = std::fs::read_to_string(path).map_err(|error| TrainerError::io(path, error))?;
             let layer: Yaml = serde_yaml::from_str(&text)
                 .map_err(|error| config_error(&file, "(document)", error.to_string()))?;
-            if !layer.is_null() && !layer.is_mapping() {
+            // An empty (or comment-only) file adds nothing.
+            if layer.is_null() {
+                continue;
+            }
+            if !layer.is_mapping() {
                 return Err(config_error(
                     &file,
                     "(document)",
@@ -407,7 +411,7 @@ impl JobConfig {
                 ));
             }
         }
-        let mut config = JobConfig {
+        let config = JobConfig {
             data: section(mapping.get("data"), "data", file)?,
             model: section(mapping.get("model"), "model", file)?,
             trainer: section(mapping.get("trainer"), "trainer", file)?,
@@ -415,11 +419,18 @@ impl JobConfig {
             source: file.to_string(),
         };
         config.validate()?;
-        let checkpoints = &mut config.trainer.checkpointer.base_path;
-        if checkpoints.is_relative() {
-            *checkpoints = config.trainer.run_dir.join(&*checkpoints);
-        }
         Ok(config)
+    }
+
+    /// The checkpointer's settings with `base_path` resolved: a relative path is inside
+    /// `trainer.run_dir`. (The config itself keeps the path as written, so the resolved config
+    /// saved with a run can be run again.)
+    pub fn checkpointer(&self) -> CheckpointerConfig {
+        let mut checkpointer = self.trainer.checkpointer.clone();
+        if checkpointer.base_path.is_relative() {
+            checkpointer.base_path = self.trainer.run_dir.join(&checkpointer.base_path);
+        }
+        checkpointer
     }
 
     fn error(&self, path: impl Into<String>, message: impl Into<String>) -> TrainerError {

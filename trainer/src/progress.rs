@@ -111,6 +111,20 @@ impl Progress {
         }
     }
 
+    /// The run stopped before its last step (a stop signal, a non-finite step).
+    pub fn stopped(&mut self) {
+        let text = format!(
+            "stopped at step {}/{} after {}",
+            self.last_step,
+            self.total_steps,
+            format_duration(self.started.elapsed())
+        );
+        match &self.display {
+            Display::Bar(bar) => bar.abandon_with_message(text),
+            Display::Log(_) => tracing::info!("{text}"),
+        }
+    }
+
     /// The run is over: the bar stays on screen at its last position; the log says how long the
     /// steps took.
     pub fn finish(&mut self) {

@@ -314,8 +314,26 @@ pub async fn train(args: &TrainArgs) -> Result<TrainSummary> {
 
     // The checkpoint to resume from, checked against the step's tensors (built, not compiled).
     let step = session.train_step()?;
-    let mut checkpointer = Checkpointer::new(&trainer.checkpointer);
+    let checkpoints = job.checkpointer();
+    let mut checkpointer = Checkpointer::new(&checkpoints);
     let resume = find_resume(&checkpointer, &step)?;
+    if let Some(resume) = resume.as_ref().filter(|r| r.contents.step >= trainer.num_train_steps) {
+        tracing::info!(
+            "{} is at step {}: the run of {} steps is already done (raise trainer.num_train_steps to go on)",
+            resume.dir.display(),
+            resume.contents.step,
+            trainer.num_train_steps
+        );
+        return Ok(TrainSummary {
+            run_dir,
+            steps_done: resume.contents.step,
+            first_loss: None,
+            last_loss: None,
+            last_eval_loss: None,
+            stopped_early: false,
+            tokens_per_second: 0.0,
+        });
+    }
 
     // Programs.
     let step_program = session.compile(&step.function, "train step")?;
@@ -479,12 +497,17 @@ pub async fn train(args: &TrainArgs) -> Result<TrainSummary> {
             log.summary.last_eval_loss =
                 run_eval(&state.params, &mut log.tracker, step_number)?.or(log.summary.last_eval_loss);
         }
-        if saved_step != Some(step_number) {
+        // A run stopped before its first step has nothing new to save.
+        if saved_step != Some(step_number) && step_number > start_step {
             save(&mut checkpointer, &step, &state, step_number, position_after, trainer.seed, &resolved)?;
         }
     }
     checkpointer.wait()?;
-    log.progress.finish();
+    if log.summary.stopped_early {
+        log.progress.stopped();
+    } else {
+        log.progress.finish();
+    }
     log.tracker.finish()?;
     let StepLog { mut summary, mut throughput, stop_at, .. } = log;
     summary.tokens_per_second =
@@ -493,7 +516,7 @@ pub async fn train(args: &TrainArgs) -> Result<TrainSummary> {
         let kept = match checkpointer.latest()? {
             Some(dir) => format!("the last good checkpoint, {}, is kept", dir.display()),
             None => {
-                format!("no checkpoint was saved before it (in {})", trainer.checkpointer.base_path.display())
+                format!("no checkpoint was saved before it (in {})", checkpoints.base_path.display())
             }
         };
         return Err(TrainerError::Other(format!(

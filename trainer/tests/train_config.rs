@@ -44,7 +44,12 @@ fn later_config_files_override_earlier_ones() {
     assert_eq!(session.job.model.seq_len, 16, "kept from the first file");
     assert_eq!(session.job.source, format!("{} + {}", job.display(), model.display()));
     // A relative checkpoint path lives in the run directory.
-    assert_eq!(session.job.trainer.checkpointer.base_path, PathBuf::from("runs/default/checkpoints"));
+    assert_eq!(session.job.checkpointer().base_path, PathBuf::from("runs/default/checkpoints"));
+    assert_eq!(session.job.trainer.checkpointer.base_path, PathBuf::from("checkpoints"), "kept as written");
+    // An empty later file changes nothing.
+    let empty = write(&dir, "empty.yaml", "# nothing here\n");
+    let session = Session::open(&[job.clone(), model.clone(), empty], &[]).unwrap();
+    assert_eq!(session.job.model.num_layers, 3);
     let bad = write(&dir, "bad.yaml", "model: {num_layer: 3}\n");
     let error = Session::open(&[job, bad], &[]).err().unwrap().to_string();
     assert!(error.contains("model.num_layer: unknown field"), "{error}");

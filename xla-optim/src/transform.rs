@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
-use sirocco::hlo::{Builder, DotDimensions, TensorType, Value};
+use sirocco::hlo::{Builder, TensorType, Value};
 use sirocco::DType;
 
 use crate::error::{OptimError, Result};
@@ -211,17 +211,8 @@ pub fn accumulation_dtype(values: &[Value]) -> DType {
     }
 }
 
-/// `sum(v * v)` in `dtype`. For f32/f64 tensors already in `dtype` it is a dot product of the
-/// tensor with itself over all dimensions: XLA reads the tensor once, where
-/// `reduce(multiply)` materializes the squares first on the CPU backend (8 more bytes of
-/// traffic per element). The result is the same sum up to summation order.
+/// `sum(v * v)` in `dtype`.
 pub fn sum_of_squares(value: &Value, dtype: DType) -> Value {
-    if value.dtype() == dtype && value.rank() > 0 && matches!(dtype, DType::F32 | DType::F64) {
-        let all: Vec<usize> = (0..value.rank()).collect();
-        let contract_all =
-            DotDimensions { lhs_contracting: all.clone(), rhs_contracting: all, ..DotDimensions::default() };
-        return value.dot_general(value, &contract_all);
-    }
     value.convert(dtype).square().sum()
 }
 

@@ -125,13 +125,15 @@ impl GradientTransformation for SkipBadSteps {
         "skip_bad_steps".into()
     }
 
-    /// State: losses and grad_norms histories (NaN-filled, f32[L + 1]), current_idx, count,
-    /// then the inner state.
+    /// State: losses and grad_norms histories (f32[L + 1]), current_idx, count, then the
+    /// inner state. Levanter fills the histories with NaN; entries at or past `count` are never
+    /// read (the statistics mask them), so zeros serve as well and keep the state finite for
+    /// checkpoints.
     fn init(&self, params: &[ParamSpec]) -> Result<Vec<StateSpec>> {
         let history = |name: &str| StateSpec {
             name: name.into(),
             ty: TensorType::new(DType::F32, &[self.rolling_interval_length + 1]),
-            init: StateInit::Fill(f64::NAN),
+            init: StateInit::Fill(0.0),
         };
         let mut state = vec![
             history("losses"),
