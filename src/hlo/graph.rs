@@ -232,6 +232,11 @@ impl Builder {
         self.graph.borrow_mut().mesh = Some(mesh);
     }
 
+    /// The mesh shardings refer to, if the function has one.
+    pub fn mesh(&self) -> Option<Mesh> {
+        self.graph.borrow().mesh.clone()
+    }
+
     /// The first error recorded while building, if any.
     pub fn error(&self) -> Option<HloError> {
         self.graph.borrow().error.clone()
