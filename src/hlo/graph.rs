@@ -512,15 +512,7 @@ pub(crate) fn add_node(
     if let Some(key) = &key {
         if let Some(&node) = graph_mut.cse.get(key) {
             drop(graph_mut);
-            return outputs
-                .into_iter()
-                .enumerate()
-                .map(|(output, ty)| Value {
-                    graph: graph.clone(),
-                    id: ValueId { node, output: output as u32 },
-                    ty,
-                })
-                .collect();
+            return node_values(graph, node, outputs);
         }
     }
     let first = push_node(&mut graph_mut, op, ids, outputs.iter().cloned().collect(), location);
@@ -528,14 +520,15 @@ pub(crate) fn add_node(
         graph_mut.cse.insert(key, first.node);
     }
     drop(graph_mut);
+    node_values(graph, first.node, outputs)
+}
+
+/// The results of `node`, of types `outputs`, as values.
+fn node_values(graph: &GraphRef, node: u32, outputs: Vec<TensorType>) -> Vec<Value> {
     outputs
         .into_iter()
         .enumerate()
-        .map(|(output, ty)| Value {
-            graph: graph.clone(),
-            id: ValueId { node: first.node, output: output as u32 },
-            ty,
-        })
+        .map(|(output, ty)| Value { graph: graph.clone(), id: ValueId { node, output: output as u32 }, ty })
         .collect()
 }
 
@@ -549,15 +542,7 @@ fn poisoned(graph: &GraphRef, outputs: Vec<TensorType>, location: &'static Locat
         location,
     );
     drop(graph_mut);
-    outputs
-        .into_iter()
-        .enumerate()
-        .map(|(output, ty)| Value {
-            graph: graph.clone(),
-            id: ValueId { node: id.node, output: output as u32 },
-            ty,
-        })
-        .collect()
+    node_values(graph, id.node, outputs)
 }
 
 /// A finished function: parameters, outputs and their attributes (shardings, donation).
