@@ -147,7 +147,7 @@ mod sealed {
 }
 
 macro_rules! numeric_element {
-    ($($ty:ty => $dtype:ident),* $(,)?) => {$(
+    ($($ty:ty => $dtype:ident, |$v:ident| $to_f64:expr);* $(;)?) => {$(
         impl sealed::Sealed for $ty {}
         impl Element for $ty {
             const DTYPE: DType = DType::$dtype;
@@ -158,34 +158,23 @@ macro_rules! numeric_element {
                 <$ty>::from_ne_bytes(bytes.try_into().expect("caller passes exactly one element"))
             }
             fn to_f64(self) -> f64 {
-                f64::from(self)
+                let $v = self;
+                $to_f64
             }
         }
     )*};
 }
 
-numeric_element!(u8 => U8, u32 => U32, i32 => I32, f32 => F32, f64 => F64);
-
-macro_rules! wide_integer_element {
-    ($($ty:ty => $dtype:ident),* $(,)?) => {$(
-        impl sealed::Sealed for $ty {}
-        impl Element for $ty {
-            const DTYPE: DType = DType::$dtype;
-            fn write_bytes(self, out: &mut Vec<u8>) {
-                out.extend_from_slice(&self.to_ne_bytes());
-            }
-            fn read_bytes(bytes: &[u8]) -> Self {
-                <$ty>::from_ne_bytes(bytes.try_into().expect("caller passes exactly one element"))
-            }
-            fn to_f64(self) -> f64 {
-                // Exact below 2^53; the nearest f64 beyond.
-                self as f64
-            }
-        }
-    )*};
-}
-
-wide_integer_element!(i64 => I64, u64 => U64);
+numeric_element!(
+    u8 => U8, |v| f64::from(v);
+    u32 => U32, |v| f64::from(v);
+    i32 => I32, |v| f64::from(v);
+    f32 => F32, |v| f64::from(v);
+    f64 => F64, |v| v;
+    // Exact below 2^53; the nearest f64 beyond.
+    i64 => I64, |v| v as f64;
+    u64 => U64, |v| v as f64;
+);
 
 macro_rules! half_element {
     ($($ty:ty => $dtype:ident),* $(,)?) => {$(
