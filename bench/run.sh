@@ -42,6 +42,11 @@ record optimizer/optax-jaxlib $python bench/optax_optimizer.py --params $params 
 record optimizer/optax-plugin $python bench/optax_optimizer.py --params $params --tensors 32 --steps $steps \
     --plugin "$plugin" --json
 
+# The same step hand-written in C (one OpenMP pass): what the memory roofline allows in practice.
+if gcc -O3 -march=native -ffast-math -fopenmp -o target/fused_adamax bench/fused_adamax.c -lm; then
+    record optimizer/fused-c env OMP_NUM_THREADS="$(nproc)" target/fused_adamax $params $steps
+fi
+
 # Emission of a 100k-op graph.
 record emit/sirocco $sirocco bench emit --ops 100000 --json
 

@@ -7,13 +7,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::combinators::{chain, skip_bad_steps};
 use crate::config::BaseConfig;
-use crate::error::Result;
+use crate::error::{OptimError, Result};
 use crate::optimizer::Optimizer;
 use crate::registry::{check_beta, check_positive, insert, OptimizerType};
 use crate::transform::{Hyper, Transform};
 use crate::transforms::{
-    clip_by_block_rms, clip_by_global_norm, ema, scale_by_adam, scale_by_adamax, scale_by_factored_rms,
-    scale_by_learning_rate, scale_by_lion, scale_by_rms, trace,
+    clip_by_block_rms, clip_by_global_norm, ema, scale, scale_by_adam, scale_by_adamax,
+    scale_by_factored_rms, scale_by_learning_rate, scale_by_lion, scale_by_param_block_rms, scale_by_rms,
+    trace,
 };
 
 pub(crate) fn register_builtins(map: &mut BTreeMap<String, super::registry::RegistryEntry>) {
@@ -294,16 +295,24 @@ impl OptimizerType for LionConfig {
     }
 }
 
-/// Adafactor (factored second moment, update clipping, optional momentum).
+/// Adafactor as `optax.adafactor`: factored second moment, update clipping, the learning rate,
+/// the relative step size (`multiply_by_parameter_scale`), optional momentum, in optax's order.
+/// Levanter's base fields add what every type has: optional global-norm clipping first, and
+/// the masked, learning-rate-scaled weight decay before the sign flip (`-lr * wd * p`, like
+/// the other types); with `max_grad_norm: null` and `weight_decay: 0` this is exactly
+/// `optax.adafactor(learning_rate=schedule, ...)`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdafactorConfig {
-    /// Momentum (an EMA of the updates); null for none, as in the paper's default.
+    /// Momentum (an EMA of the updates, optax's `momentum`); null for none, as in the paper.
     pub beta1: Option<f64>,
     pub decay_rate: f64,
+    pub decay_offset: i64,
     pub epsilon: f64,
+    pub factored: bool,
     pub min_dim_size_to_factor: i64,
     pub clipping_threshold: Option<f64>,
+    pub multiply_by_parameter_scale: bool,
     pub max_grad_norm: Option<f64>,
 }
 
@@ -312,9 +321,12 @@ impl Default for AdafactorConfig {
         AdafactorConfig {
             beta1: None,
             decay_rate: 0.8,
+            decay_offset: 0,
             epsilon: 1e-30,
+            factored: true,
             min_dim_size_to_factor: 128,
             clipping_threshold: Some(1.0),
+            multiply_by_parameter_scale: true,
             max_grad_norm: Some(1.0),
         }
     }
@@ -322,15 +334,19 @@ impl Default for AdafactorConfig {
 
 impl OptimizerType for AdafactorConfig {
     const DOC: &'static str =
-        "Adafactor: clip, scale_by_factored_rms, clip_by_block_rms, optional momentum, masked decay, -lr";
+        "Adafactor (optax.adafactor): clip, scale_by_factored_rms, clip_by_block_rms, lr, \
+         scale_by_param_block_rms, optional momentum, masked decay, -1";
 
     fn field_docs() -> &'static [(&'static str, &'static str)] {
         &[
-            ("beta1", "momentum of the updates; null disables"),
-            ("decay_rate", "second-moment decay exponent: rho_t = 1 - (t + 1)^-decay_rate"),
+            ("beta1", "momentum: an EMA of the scaled updates (optax's `momentum`); null disables"),
+            ("decay_rate", "second-moment decay exponent: rho_t = 1 - (t - decay_offset + 1)^-decay_rate"),
+            ("decay_offset", "step the second-moment decay schedule starts from (fine-tuning)"),
             ("epsilon", "added to g^2"),
+            ("factored", "keep row and column second moments for large matrices"),
             ("min_dim_size_to_factor", "factor only when the two largest dimensions reach this size"),
             ("clipping_threshold", "update RMS clipping; null disables"),
+            ("multiply_by_parameter_scale", "scale each update by max(rms(parameter), 1e-3)"),
             ("max_grad_norm", "global-norm clipping threshold; null or 0 disables"),
         ]
     }
@@ -340,6 +356,10 @@ impl OptimizerType for AdafactorConfig {
             check_beta(beta1, path, "beta1")?;
         }
         check_positive(self.decay_rate, path, "decay_rate")?;
+        if self.decay_offset < 0 {
+            let message = format!("must be >= 0, got {}", self.decay_offset);
+            return Err(OptimError::config(format!("{path}.decay_offset"), message));
+        }
         check_positive(self.epsilon, path, "epsilon")?;
         check_positive(self.min_dim_size_to_factor as f64, path, "min_dim_size_to_factor")?;
         if let Some(threshold) = self.clipping_threshold {
@@ -349,11 +369,24 @@ impl OptimizerType for AdafactorConfig {
     }
 
     fn build(&self, base: &BaseConfig, steps: u64) -> Result<Optimizer> {
-        let mut moments =
-            vec![scale_by_factored_rms(self.decay_rate, self.min_dim_size_to_factor, self.epsilon)];
-        moments.extend(self.clipping_threshold.map(clip_by_block_rms));
-        moments.extend(self.beta1.map(|beta1| ema(beta1, false)));
-        descent(base, steps, self.max_grad_norm, moments)
+        let mut components = clipping(self.max_grad_norm);
+        components.push(scale_by_factored_rms(
+            self.factored,
+            self.decay_rate,
+            self.decay_offset,
+            self.min_dim_size_to_factor,
+            self.epsilon,
+        ));
+        components.extend(self.clipping_threshold.map(clip_by_block_rms));
+        components.push(scale(Hyper::injected("learning_rate")));
+        if self.multiply_by_parameter_scale {
+            components.push(scale_by_param_block_rms(1e-3));
+        }
+        components.extend(self.beta1.map(|beta1| ema(beta1, false)));
+        let weight_decay = Hyper::injected_scaled("learning_rate", base.weight_decay);
+        components.extend(base.decayed_weights(weight_decay, "optimizer")?);
+        components.push(scale(-1.0));
+        base.with_learning_rate_schedule(chain(components), steps)
     }
 }
 

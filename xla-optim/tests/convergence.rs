@@ -146,7 +146,7 @@ fn lion() {
 #[test]
 fn adafactor() {
     converges("adafactor", quadratic(), "learning_rate: 0.5\nmax_grad_norm: null\n");
-    converges("adafactor", rosenbrock(), "learning_rate: 0.01\nbeta1: 0.9\nmax_grad_norm: null\n");
+    converges("adafactor", rosenbrock(), "learning_rate: 0.1\nbeta1: 0.9\nmax_grad_norm: null\n");
 }
 
 #[test]

@@ -196,6 +196,133 @@ fn adafactor_small_factored() {
     compare("adafactor_small_factored", yaml, rng, params, DType::F64);
 }
 
+/// Parameters after each of 5 updates by `optax.adafactor(learning_rate=float32(0.01),
+/// min_dim_size_to_factor=2, momentum=0.9, dtype_momentum=float64)` in f64 (`jax_enable_x64`,
+/// optax 0.2.8; optax keeps the momentum in f32 by default, sirocco in the parameters' type), from
+/// `w = arange(12).reshape(4, 3) / 10 - 0.5`, `b = [0.3, -0.2, 0.1]`, with gradients
+/// `sin(arange(12).reshape(4, 3) + k)` and `0.1 cos(2 arange(3) + k)` at step k.
+const OPTAX_ADAFACTOR: [([f64; 12], [f64; 3]); 5] = [
+    (
+        [
+            -0.5,
+            -0.40040863256703113,
+            -0.3003242302076688,
+            -0.20018906644417964,
+            -0.09962973637786644,
+            0.00034448196088142125,
+            0.10037731290724156,
+            0.19967602588829017,
+            0.29964177073919496,
+            0.39943918693961433,
+            0.5002703425483571,
+            0.6003648783362836,
+        ],
+        [0.2997839753148816, -0.19978397531488162, 0.10021602468511841],
+    ),
+    (
+        [
+            -0.5005106225119741,
+            -0.40113539759659106,
+            -0.3006858933118223,
+            -0.1998998739975464,
+            -0.09891782109810897,
+            0.0007928620341105591,
+            0.10031756304370887,
+            0.19899320030484025,
+            0.29911502462211187,
+            0.3992659471094267,
+            0.5009100889928421,
+            0.6009599791115942,
+        ],
+        [0.2994381174186352, -0.19932168215884782, 0.1002822141237289],
+    ),
+    (
+        [
+            -0.5013906411045425,
+            -0.40185960108078855,
+            -0.3006086065804282,
+            -0.19919673190195877,
+            -0.0981384388653583,
+            0.0008471676879502617,
+            0.09980744843291103,
+            0.19817440736510838,
+            0.2989297700164549,
+            0.3995706998914343,
+            0.5017514599687869,
+            0.6012727842628601,
+        ],
+        [0.2992654762033866, -0.1987155404028917, 0.10005365396483135],
+    ),
+    (
+        [
+            -0.502257713893544,
+            -0.4021199587109101,
+            -0.3001110209371945,
+            -0.19841502694227547,
+            -0.09777740560396461,
+            0.0004536365695863868,
+            0.09912839862943292,
+            0.19771983893812753,
+            0.29921094112846347,
+            0.400131739402129,
+            0.5022903282283762,
+            0.6011100003073628,
+        ],
+        [0.2993843535353758, -0.1982671972468067, 0.09962570840742223],
+    ),
+    (
+        [
+            -0.5026268214732502,
+            -0.40192078687323646,
+            -0.2995262568910042,
+            -0.1980686442086627,
+            -0.09789989688851947,
+            -0.0001025904931357821,
+            0.0988132479847761,
+            0.1977633433675327,
+            0.29972728530208553,
+            0.40040777874830225,
+            0.5023263731469719,
+            0.6006440021887374,
+        ],
+        [0.29968007498896343, -0.19814472076096476, 0.09929055246883825],
+    ),
+];
+
+/// The `adafactor` type against optax itself (not only against the reference above): the
+/// same numbers as `optax.adafactor` when Levanter's extras (global clipping, weight decay, a
+/// schedule) are off.
+#[test]
+fn adafactor_matches_optax() {
+    let yaml = "type: adafactor\nlearning_rate: 0.01\nlr_schedule: constant\nwarmup: 0\nweight_decay: 0\nmax_grad_norm: null\nmin_dim_size_to_factor: 2\nbeta1: 0.9\n";
+    let config = OptimizerConfig::from_yaml_str(yaml, "optimizer").unwrap_or_else(|error| panic!("{error}"));
+    let optimizer = config.build(5, "optimizer").unwrap_or_else(|error| panic!("{error}"));
+    let w: Vec<f64> = (0..12).map(|i| f64::from(i) / 10.0 - 0.5).collect();
+    let params = vec![
+        Param { name: "w", value: Tensor::new(&[4, 3], w) },
+        Param { name: "b", value: Tensor::new(&[3], vec![0.3, -0.2, 0.1]) },
+    ];
+    let mut stepper = Stepper::new(&optimizer, &params, DType::F64);
+    for (k, (w, b)) in OPTAX_ADAFACTOR.iter().enumerate() {
+        let grads = vec![
+            Tensor::new(&[4, 3], (0..12).map(|i| (f64::from(i) + k as f64).sin()).collect()),
+            Tensor::new(&[3], (0..3).map(|i| 0.1 * (2.0 * f64::from(i) + k as f64).cos()).collect()),
+        ];
+        stepper.step(&grads, &[]);
+        // The learning rate is an f32 scalar in the step, hence float32(0.01) for optax.
+        assert_close(&stepper.param(0).data, w, 1e-12, 1e-3, &format!("w after step {k}"));
+        assert_close(&stepper.param(1).data, b, 1e-12, 1e-3, &format!("b after step {k}"));
+    }
+}
+
+/// Without the relative step size and without factoring, with a larger weight decay: the
+/// other branches of optax.adafactor's chain.
+#[test]
+fn adafactor_unscaled_full() {
+    let yaml = "type: adafactor\nlearning_rate: 0.05\nmultiply_by_parameter_scale: false\nfactored: false\nweight_decay: 0.3\nbeta1: 0.5\n";
+    check("adafactor_unscaled_full", yaml);
+}
+
 #[test]
 fn rmsprop() {
     check("rmsprop", "type: rmsprop\nlearning_rate: 0.01\nwarmup: 10\n");

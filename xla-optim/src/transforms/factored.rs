@@ -30,14 +30,16 @@ pub struct ScaleByFactoredRms {
     pub epsilon: f64,
 }
 
-pub fn scale_by_factored_rms(decay_rate: f64, min_dim_size_to_factor: i64, epsilon: f64) -> Transform {
-    Arc::new(ScaleByFactoredRms {
-        factored: true,
-        decay_rate,
-        step_offset: 0,
-        min_dim_size_to_factor,
-        epsilon,
-    })
+/// optax's `scale_by_factored_rms(factored, decay_rate, step_offset, min_dim_size_to_factor,
+/// epsilon)`.
+pub fn scale_by_factored_rms(
+    factored: bool,
+    decay_rate: f64,
+    step_offset: i64,
+    min_dim_size_to_factor: i64,
+    epsilon: f64,
+) -> Transform {
+    Arc::new(ScaleByFactoredRms { factored, decay_rate, step_offset, min_dim_size_to_factor, epsilon })
 }
 
 impl ScaleByFactoredRms {

@@ -366,32 +366,37 @@ impl Transform for Rms {
     }
 }
 
-/// `optax.scale_by_factored_rms` (step_offset 0): row and column second moments for
-/// parameters whose two largest dimensions reach `min_dim_size_to_factor`, a full one
-/// otherwise; `ρ = 1 - (step + 1)^-decay_rate` (in f32) at the pre-increment step.
+/// `optax.scale_by_factored_rms`: row and column second moments for parameters whose two
+/// largest dimensions reach `min_dim_size_to_factor` (when `factored`), a full one otherwise;
+/// `ρ = 1 - (step - step_offset + 1)^-decay_rate` (in f32) at the pre-increment step.
 #[derive(Clone)]
 pub struct FactoredRms {
+    pub factored: bool,
     pub decay_rate: f64,
     pub min_dim_size_to_factor: i64,
     pub epsilon: f64,
+    /// The step minus the offset.
     step: i32,
     /// Per parameter: (v_row, v_col) or (v, unused).
     moments: Vec<(Tensor, Tensor)>,
 }
 
 pub fn scale_by_factored_rms(
+    factored: bool,
     decay_rate: f64,
+    step_offset: i32,
     min_dim_size_to_factor: i64,
     epsilon: f64,
 ) -> Box<dyn Transform> {
-    Box::new(FactoredRms { decay_rate, min_dim_size_to_factor, epsilon, step: 0, moments: Vec::new() })
+    let step = -step_offset;
+    Box::new(FactoredRms { factored, decay_rate, min_dim_size_to_factor, epsilon, step, moments: Vec::new() })
 }
 
 impl FactoredRms {
     /// `(d1, d0)`: the second-largest and the largest dimension (numpy's argsort, stable on
     /// these small shapes), when both are large enough.
     pub fn factored_dims(&self, dims: &[i64]) -> Option<(usize, usize)> {
-        if dims.len() < 2 {
+        if !self.factored || dims.len() < 2 {
             return None;
         }
         let mut order: Vec<usize> = (0..dims.len()).collect();
@@ -485,6 +490,25 @@ impl Transform for Scale {
     fn update(&mut self, updates: Vec<Tensor>, ctx: &Context) -> Vec<Tensor> {
         let factor = self.0.value(ctx);
         updates.iter().map(|u| u.map(|x| x * factor)).collect()
+    }
+}
+
+/// `optax.scale_by_param_block_rms`: `u * max(rms(p), min_scale)` per tensor (optax's
+/// `safe_root_mean_squares`).
+#[derive(Clone)]
+pub struct ScaleByParamBlockRms(pub f64);
+
+impl Transform for ScaleByParamBlockRms {
+    fn update(&mut self, updates: Vec<Tensor>, ctx: &Context) -> Vec<Tensor> {
+        updates
+            .iter()
+            .zip(ctx.params)
+            .map(|(u, p)| {
+                let rms = (p.sum_of_squares() / p.data.len() as f64).sqrt();
+                let factor = if rms <= self.0 { self.0 } else { rms };
+                u.map(|x| x * factor)
+            })
+            .collect()
     }
 }
 
@@ -842,6 +866,7 @@ pub fn from_yaml(text: &str, num_train_steps: i64, names: &[&str]) -> Optimizer 
         (weight_decay > 0.0).then(|| masked(Box::new(AddDecayedWeights(rate)), decays_by_default))
     };
     let mut after_learning_rate: Vec<Box<dyn Transform>> = Vec::new();
+    let mut last = descend();
     match kind.as_str() {
         "sgd" => {
             if let Some(momentum) = fields.optional("momentum", Some(0.9)) {
@@ -876,18 +901,27 @@ pub fn from_yaml(text: &str, num_train_steps: i64, names: &[&str]) -> Optimizer 
             components.extend(decayed(Rate::Constant(weight_decay)));
         }
         "adafactor" => {
+            // optax.adafactor's chain; the learning rate comes before the parameter scale and
+            // the momentum, and the decay is scaled by it like every type's.
             components.push(scale_by_factored_rms(
+                fields.flag("factored", true),
                 fields.number("decay_rate", 0.8),
+                fields.number("decay_offset", 0.0) as i32,
                 fields.number("min_dim_size_to_factor", 128.0) as i64,
                 fields.number("epsilon", 1e-30),
             ));
             if let Some(threshold) = fields.optional("clipping_threshold", Some(1.0)) {
                 components.push(Box::new(ClipByBlockRms(threshold)));
             }
+            components.push(Box::new(Scale(Rate::LearningRateTimes(1.0))));
+            if fields.flag("multiply_by_parameter_scale", true) {
+                components.push(Box::new(ScaleByParamBlockRms(1e-3)));
+            }
             if let Some(beta1) = fields.optional("beta1", None) {
                 components.push(ema(beta1, false));
             }
-            components.extend(decayed(Rate::Constant(weight_decay)));
+            components.extend(decayed(Rate::LearningRateTimes(weight_decay)));
+            last = Box::new(Scale(Rate::Constant(-1.0)));
         }
         "rmsprop" => {
             components.push(scale_by_rms(
@@ -905,7 +939,7 @@ pub fn from_yaml(text: &str, num_train_steps: i64, names: &[&str]) -> Optimizer 
         }
         other => panic!("no reference for optimizer type {other}"),
     }
-    components.push(descend());
+    components.push(last);
     components.extend(after_learning_rate);
     Optimizer { schedule, ..Optimizer::unscheduled(chain(components), names) }
 }
