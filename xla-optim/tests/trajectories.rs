@@ -315,6 +315,20 @@ fn adafactor_matches_optax() {
     }
 }
 
+/// Parameters with an RMS under 1e-3 at first: the relative step size uses its floor
+/// (`max(rms(p), 1e-3)`) until the updates grow them past it.
+#[test]
+fn adafactor_tiny_parameters() {
+    let test = "adafactor_tiny_parameters";
+    let mut rng = Rng::from_env(test);
+    let params: Vec<Param> = parameters(&mut rng)
+        .into_iter()
+        .map(|p| Param { name: p.name, value: p.value.map(|x| x * 1e-4) })
+        .collect();
+    let yaml = "type: adafactor\nlearning_rate: 1.0\nweight_decay: 0\nmin_dim_size_to_factor: 3\n";
+    compare(test, yaml, rng, params, DType::F64);
+}
+
 /// Without the relative step size and without factoring, with a larger weight decay: the
 /// other branches of optax.adafactor's chain.
 #[test]
