@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use sirocco::DType;
 
 use crate::combinators::{chain, skip_bad_steps};
 use crate::config::BaseConfig;
@@ -12,7 +13,7 @@ use crate::optimizer::Optimizer;
 use crate::registry::{check_beta, check_positive, insert, OptimizerType};
 use crate::transform::{Hyper, Transform};
 use crate::transforms::{
-    clip_by_block_rms, clip_by_global_norm, ema, scale, scale_by_adam, scale_by_adamax,
+    clip_by_block_rms, clip_by_global_norm, ema_in, scale, scale_by_adam, scale_by_adamax,
     scale_by_factored_rms, scale_by_learning_rate, scale_by_lion, scale_by_param_block_rms, scale_by_rms,
     trace,
 };
@@ -382,7 +383,8 @@ impl OptimizerType for AdafactorConfig {
         if self.multiply_by_parameter_scale {
             components.push(scale_by_param_block_rms(1e-3));
         }
-        components.extend(self.beta1.map(|beta1| ema(beta1, false)));
+        // optax.adafactor keeps the momentum in f32 (`dtype_momentum`) whatever the parameters.
+        components.extend(self.beta1.map(|beta1| ema_in(beta1, false, DType::F32)));
         let weight_decay = Hyper::injected_scaled("learning_rate", base.weight_decay);
         components.extend(base.decayed_weights(weight_decay, "optimizer")?);
         components.push(scale(-1.0));

@@ -15,6 +15,6 @@ pub use clip::{clip_by_block_rms, clip_by_global_norm, ClipByBlockRms, ClipByGlo
 pub use decay::{add_decayed_weights, AddDecayedWeights};
 pub use factored::{scale_by_factored_rms, ScaleByFactoredRms};
 pub use lion::{scale_by_lion, ScaleByLion};
-pub use momentum::{ema, trace, Ema, Trace};
+pub use momentum::{ema, ema_in, trace, Ema, Trace};
 pub use rms::{scale_by_rms, ScaleByRms};
 pub use scale::{scale, scale_by_learning_rate, scale_by_param_block_rms, Scale, ScaleByParamBlockRms};

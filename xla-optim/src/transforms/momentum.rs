@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use sirocco::hlo::Value;
+use sirocco::DType;
 
 use crate::error::Result;
 use crate::transform::{
@@ -44,15 +45,24 @@ impl GradientTransformation for Trace {
     }
 }
 
-/// `e = (1 - decay) g + decay e`; outputs `e`, or `e / (1 - decay^t)` when debiased.
+/// `e = (1 - decay) g + decay e`; outputs `e`, or `e / (1 - decay^t)` when debiased. The
+/// average is kept in `accumulator_dtype` (optax's `accumulator_dtype`; the updates' type when
+/// `None`); each term is computed in its own operand's type and the sum in the wider one, as
+/// JAX's type promotion does; the output is in the updates' type.
 #[derive(Debug)]
 pub struct Ema {
     pub decay: f64,
     pub debias: bool,
+    pub accumulator_dtype: Option<DType>,
 }
 
 pub fn ema(decay: f64, debias: bool) -> Transform {
-    Arc::new(Ema { decay, debias })
+    Arc::new(Ema { decay, debias, accumulator_dtype: None })
+}
+
+/// [`ema`] keeping its average in `accumulator_dtype` (`optax.ema(..., accumulator_dtype)`).
+pub fn ema_in(decay: f64, debias: bool, accumulator_dtype: DType) -> Transform {
+    Arc::new(Ema { decay, debias, accumulator_dtype: Some(accumulator_dtype) })
 }
 
 impl GradientTransformation for Ema {
@@ -62,7 +72,13 @@ impl GradientTransformation for Ema {
 
     fn init(&self, params: &[ParamSpec]) -> Result<Vec<StateSpec>> {
         let mut state = vec![StateSpec::count()];
-        state.extend(StateSpec::per_param("ema", params, 0.0));
+        let mut averages = StateSpec::per_param("ema", params, 0.0);
+        if let Some(dtype) = self.accumulator_dtype {
+            for average in &mut averages {
+                average.ty = average.ty.with_dtype(dtype);
+            }
+        }
+        state.extend(averages);
         Ok(state)
     }
 
@@ -72,13 +88,18 @@ impl GradientTransformation for Ema {
         let mut outputs = Vec::with_capacity(updates.len());
         let mut new_state = vec![count.clone()];
         for (g, e) in updates.iter().zip(&state[1..]) {
-            let average = g * (1.0 - self.decay) + e * self.decay;
-            outputs.push(if self.debias {
-                &average / bias_correction_denominator(self.decay, &count, g.dtype())
+            let wide =
+                if e.dtype().size_in_bytes() > g.dtype().size_in_bytes() { e.dtype() } else { g.dtype() };
+            // Each term in its operand's type, then the sum in the wider one: optax's
+            // `(1 - decay) * g + decay * t` with a Python float `decay` (weakly typed).
+            let average = (g * (1.0 - self.decay)).convert(wide) + (e * self.decay).convert(wide);
+            let output = if self.debias {
+                &average / bias_correction_denominator(self.decay, &count, wide)
             } else {
                 average.clone()
-            });
-            new_state.push(average);
+            };
+            outputs.push(output.convert(g.dtype()));
+            new_state.push(average.convert(e.dtype()));
         }
         Ok(Update { updates: outputs, state: new_state })
     }

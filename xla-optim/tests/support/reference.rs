@@ -218,23 +218,46 @@ impl Transform for Trace {
 pub struct Ema {
     pub decay: f64,
     pub debias: bool,
+    /// The average is stored rounded to f32 (`accumulator_dtype=float32`).
+    pub f32_accumulator: bool,
     count: i32,
     ema: Vec<Tensor>,
 }
 
 pub fn ema(decay: f64, debias: bool) -> Box<dyn Transform> {
-    Box::new(Ema { decay, debias, count: 0, ema: Vec::new() })
+    Box::new(Ema { decay, debias, f32_accumulator: false, count: 0, ema: Vec::new() })
+}
+
+/// `optax.ema(decay, debias, accumulator_dtype=float32)` on f64 updates: `decay * t` is an f32
+/// product, the average is computed in f64 and stored rounded to f32.
+pub fn ema_f32(decay: f64, debias: bool) -> Box<dyn Transform> {
+    Box::new(Ema { decay, debias, f32_accumulator: true, count: 0, ema: Vec::new() })
 }
 
 impl Transform for Ema {
     fn update(&mut self, updates: Vec<Tensor>, _: &Context) -> Vec<Tensor> {
         init(&mut self.ema, &updates, 0.0);
         self.count += 1;
-        self.ema = update_moment(&updates, &self.ema, self.decay, 1);
-        if self.debias {
-            bias_correction(&self.ema, self.decay, self.count)
+        let average = if self.f32_accumulator {
+            // `decay * t` in f32 (a Python float times an f32 array), the sum in f64.
+            let decay = self.decay as f32;
+            updates
+                .iter()
+                .zip(&self.ema)
+                .map(|(g, t)| g.zip(t, |g, t| (1.0 - self.decay) * g + f64::from(decay * t as f32)))
+                .collect()
         } else {
-            self.ema.clone()
+            update_moment(&updates, &self.ema, self.decay, 1)
+        };
+        self.ema = if self.f32_accumulator {
+            average.iter().map(|t| t.map(|x| x as f32 as f64)).collect()
+        } else {
+            average.clone()
+        };
+        if self.debias {
+            bias_correction(&average, self.decay, self.count)
+        } else {
+            average
         }
     }
 }
@@ -918,7 +941,7 @@ pub fn from_yaml(text: &str, num_train_steps: i64, names: &[&str]) -> Optimizer 
                 components.push(Box::new(ScaleByParamBlockRms(1e-3)));
             }
             if let Some(beta1) = fields.optional("beta1", None) {
-                components.push(ema(beta1, false));
+                components.push(ema_f32(beta1, false));
             }
             components.extend(decayed(Rate::LearningRateTimes(weight_decay)));
             last = Box::new(Scale(Rate::Constant(-1.0)));
