@@ -196,6 +196,114 @@ fn adafactor_small_factored() {
     compare("adafactor_small_factored", yaml, rng, params, DType::F64);
 }
 
+/// Parameters after each of 5 updates by the seed's Adamax chain written with optax 0.2.8 in f64
+/// (`jax_enable_x64`): `chain(clip_by_global_norm(1.0), scale_by_adamax(0.9, 0.95, 1e-8),
+/// add_decayed_weights(0.1, mask={w: True, b: False}), scale(-float32(0.01)))`, from the
+/// parameters of [`OPTAX_ADAFACTOR`], with its gradients times 1 on even steps (clipped) and 0.1
+/// on odd ones (not clipped).
+const OPTAX_ADAMAX: [([f64; 12], [f64; 3]); 5] = [
+    (
+        [
+            -0.4995000000111759,
+            -0.409599999493905,
+            -0.30969999951341476,
+            -0.20979999804268662,
+            -0.08990000054988495,
+            0.009999999520670733,
+            0.10989999890079873,
+            0.18980000060136548,
+            0.28970000047816574,
+            0.3896000008276855,
+            0.5094999993367492,
+            0.6093999995445871,
+        ],
+        [0.2900000026765588, -0.1900000061181689, 0.10999999602361023],
+    ),
+    (
+        [
+            -0.5042636571739545,
+            -0.41564511859410347,
+            -0.31458736528207776,
+            -0.20792776539232816,
+            -0.083101965616281,
+            0.015372147735789703,
+            0.11158078518766446,
+            0.18257748968066667,
+            0.28385804705587697,
+            0.3860182474109294,
+            0.516474736706798,
+            0.6145059726007251,
+        ],
+        [0.28427956970393387, -0.18178080655956882, 0.11439636635311207],
+    ),
+    (
+        [
+            -0.508187857322341,
+            -0.42021680307118203,
+            -0.3142504313824404,
+            -0.2038308845930731,
+            -0.07702208945151752,
+            0.01607167760426927,
+            0.10807610385120826,
+            0.17510523742998038,
+            0.28218169804762094,
+            0.38854984008282784,
+            0.5241036423888499,
+            0.6159337204668259,
+        ],
+        [0.28221715581839113, -0.17501834211425887, 0.11246358125544392],
+    ),
+    (
+        [
+            -0.5110998546154846,
+            -0.42277160478562065,
+            -0.31304213320568836,
+            -0.20050948029156315,
+            -0.07319043595993015,
+            0.01573094897719166,
+            0.10512857811126608,
+            0.17017696958175235,
+            0.2817008587281234,
+            0.39073403762951403,
+            0.5290845433452355,
+            0.6160182683546366,
+        ],
+        [0.2815011040397231, -0.17028901574106417, 0.11044322313592182],
+    ),
+    (
+        [
+            -0.5111589985848234,
+            -0.4216418355833173,
+            -0.3111194919814496,
+            -0.1995991784031747,
+            -0.07365048891372807,
+            0.014200552848406515,
+            0.10418540107077898,
+            0.17037341723359972,
+            0.2828465713768313,
+            0.3913043411113305,
+            0.5283552428683819,
+            0.6140585051721217,
+        ],
+        [0.28284225264504276, -0.17031054263065135, 0.10922745325829081],
+    ),
+];
+
+/// The flagship `adamax` type against optax itself: clipping, moments, masked decay and the
+/// learning rate, with a constant schedule (Levanter's schedules are checked separately).
+#[test]
+fn adamax_matches_optax() {
+    let yaml = "type: adamax\nlearning_rate: 0.01\nlr_schedule: constant\nwarmup: 0\n";
+    let mut stepper = optax_stepper(yaml);
+    for (k, (w, b)) in OPTAX_ADAMAX.iter().enumerate() {
+        let scale = if k % 2 == 0 { 1.0 } else { 0.1 };
+        let grads: Vec<Tensor> = optax_gradients(k).iter().map(|g| g.map(|x| x * scale)).collect();
+        stepper.step(&grads, &[]);
+        assert_close(&stepper.param(0).data, w, 1e-12, 1e-3, &format!("w after step {k}"));
+        assert_close(&stepper.param(1).data, b, 1e-12, 1e-3, &format!("b after step {k}"));
+    }
+}
+
 /// Parameters after each of 5 updates by `optax.adafactor(learning_rate=float32(0.01),
 /// min_dim_size_to_factor=2, momentum=0.9)` in f64 (`jax_enable_x64`, optax 0.2.8, whose
 /// momentum is kept in f32 as `dtype_momentum` defaults), from
@@ -295,24 +403,34 @@ const OPTAX_ADAFACTOR: [([f64; 12], [f64; 3]); 5] = [
 #[test]
 fn adafactor_matches_optax() {
     let yaml = "type: adafactor\nlearning_rate: 0.01\nlr_schedule: constant\nwarmup: 0\nweight_decay: 0\nmax_grad_norm: null\nmin_dim_size_to_factor: 2\nbeta1: 0.9\n";
-    let config = OptimizerConfig::from_yaml_str(yaml, "optimizer").unwrap_or_else(|error| panic!("{error}"));
-    let optimizer = config.build(5, "optimizer").unwrap_or_else(|error| panic!("{error}"));
-    let w: Vec<f64> = (0..12).map(|i| f64::from(i) / 10.0 - 0.5).collect();
-    let params = vec![
-        Param { name: "w", value: Tensor::new(&[4, 3], w) },
-        Param { name: "b", value: Tensor::new(&[3], vec![0.3, -0.2, 0.1]) },
-    ];
-    let mut stepper = Stepper::new(&optimizer, &params, DType::F64);
+    let mut stepper = optax_stepper(yaml);
     for (k, (w, b)) in OPTAX_ADAFACTOR.iter().enumerate() {
-        let grads = vec![
-            Tensor::new(&[4, 3], (0..12).map(|i| (f64::from(i) + k as f64).sin()).collect()),
-            Tensor::new(&[3], (0..3).map(|i| 0.1 * (2.0 * f64::from(i) + k as f64).cos()).collect()),
-        ];
-        stepper.step(&grads, &[]);
+        stepper.step(&optax_gradients(k), &[]);
         // The learning rate is an f32 scalar in the step, hence float32(0.01) for optax.
         assert_close(&stepper.param(0).data, w, 1e-12, 1e-3, &format!("w after step {k}"));
         assert_close(&stepper.param(1).data, b, 1e-12, 1e-3, &format!("b after step {k}"));
     }
+}
+
+/// `yaml`'s optimizer stepping f64 parameters `mlp.weight` = `arange(12).reshape(4, 3) / 10 -
+/// 0.5` (decayed by the default mask) and `mlp.bias` = `[0.3, -0.2, 0.1]` (not decayed).
+fn optax_stepper(yaml: &str) -> Stepper {
+    let config = OptimizerConfig::from_yaml_str(yaml, "optimizer").unwrap_or_else(|error| panic!("{error}"));
+    let optimizer = config.build(5, "optimizer").unwrap_or_else(|error| panic!("{error}"));
+    let w: Vec<f64> = (0..12).map(|i| f64::from(i) / 10.0 - 0.5).collect();
+    let params = vec![
+        Param { name: "mlp.weight", value: Tensor::new(&[4, 3], w) },
+        Param { name: "mlp.bias", value: Tensor::new(&[3], vec![0.3, -0.2, 0.1]) },
+    ];
+    Stepper::new(&optimizer, &params, DType::F64)
+}
+
+/// The gradients of step `k` in the optax golden tests.
+fn optax_gradients(k: usize) -> Vec<Tensor> {
+    vec![
+        Tensor::new(&[4, 3], (0..12).map(|i| (f64::from(i) + k as f64).sin()).collect()),
+        Tensor::new(&[3], (0..3).map(|i| 0.1 * (2.0 * f64::from(i) + k as f64).cos()).collect()),
+    ]
 }
 
 /// Parameters with an RMS under 1e-3 at first: the relative step size uses its floor
