@@ -7,7 +7,7 @@ mod support;
 
 use sirocco::DType;
 use support::reference::{self, global_norm};
-use support::{assert_close, Param, Rng, Stepper, Tensor};
+use support::{assert_close, optax_golden, Param, Rng, Stepper, Tensor};
 use xla_optim::OptimizerConfig;
 
 const STEPS: i64 = 100;
@@ -196,206 +196,20 @@ fn adafactor_small_factored() {
     compare("adafactor_small_factored", yaml, rng, params, DType::F64);
 }
 
-/// Parameters after each of 5 updates by the seed's Adamax chain written with optax 0.2.8 in f64
-/// (`jax_enable_x64`): `chain(clip_by_global_norm(1.0), scale_by_adamax(0.9, 0.95, 1e-8),
-/// add_decayed_weights(0.1, mask={w: True, b: False}), scale(-float32(0.01)))`, from the
-/// parameters of [`OPTAX_ADAFACTOR`], with its gradients times 1 on even steps (clipped) and 0.1
-/// on odd ones (not clipped).
-const OPTAX_ADAMAX: [([f64; 12], [f64; 3]); 5] = [
-    (
-        [
-            -0.4995000000111759,
-            -0.409599999493905,
-            -0.30969999951341476,
-            -0.20979999804268662,
-            -0.08990000054988495,
-            0.009999999520670733,
-            0.10989999890079873,
-            0.18980000060136548,
-            0.28970000047816574,
-            0.3896000008276855,
-            0.5094999993367492,
-            0.6093999995445871,
-        ],
-        [0.2900000026765588, -0.1900000061181689, 0.10999999602361023],
-    ),
-    (
-        [
-            -0.5042636571739545,
-            -0.41564511859410347,
-            -0.31458736528207776,
-            -0.20792776539232816,
-            -0.083101965616281,
-            0.015372147735789703,
-            0.11158078518766446,
-            0.18257748968066667,
-            0.28385804705587697,
-            0.3860182474109294,
-            0.516474736706798,
-            0.6145059726007251,
-        ],
-        [0.28427956970393387, -0.18178080655956882, 0.11439636635311207],
-    ),
-    (
-        [
-            -0.508187857322341,
-            -0.42021680307118203,
-            -0.3142504313824404,
-            -0.2038308845930731,
-            -0.07702208945151752,
-            0.01607167760426927,
-            0.10807610385120826,
-            0.17510523742998038,
-            0.28218169804762094,
-            0.38854984008282784,
-            0.5241036423888499,
-            0.6159337204668259,
-        ],
-        [0.28221715581839113, -0.17501834211425887, 0.11246358125544392],
-    ),
-    (
-        [
-            -0.5110998546154846,
-            -0.42277160478562065,
-            -0.31304213320568836,
-            -0.20050948029156315,
-            -0.07319043595993015,
-            0.01573094897719166,
-            0.10512857811126608,
-            0.17017696958175235,
-            0.2817008587281234,
-            0.39073403762951403,
-            0.5290845433452355,
-            0.6160182683546366,
-        ],
-        [0.2815011040397231, -0.17028901574106417, 0.11044322313592182],
-    ),
-    (
-        [
-            -0.5111589985848234,
-            -0.4216418355833173,
-            -0.3111194919814496,
-            -0.1995991784031747,
-            -0.07365048891372807,
-            0.014200552848406515,
-            0.10418540107077898,
-            0.17037341723359972,
-            0.2828465713768313,
-            0.3913043411113305,
-            0.5283552428683819,
-            0.6140585051721217,
-        ],
-        [0.28284225264504276, -0.17031054263065135, 0.10922745325829081],
-    ),
-];
-
 /// The flagship `adamax` type against optax itself: clipping, moments, masked decay and the
 /// learning rate, with a constant schedule (Levanter's schedules are checked separately).
 #[test]
 fn adamax_matches_optax() {
     let yaml = "type: adamax\nlearning_rate: 0.01\nlr_schedule: constant\nwarmup: 0\n";
     let mut stepper = optax_stepper(yaml);
-    for (k, (w, b)) in OPTAX_ADAMAX.iter().enumerate() {
-        let scale = if k % 2 == 0 { 1.0 } else { 0.1 };
-        let grads: Vec<Tensor> = optax_gradients(k).iter().map(|g| g.map(|x| x * scale)).collect();
+    for (k, (w, b)) in optax_golden::ADAMAX.iter().enumerate() {
+        let scale = optax_golden::adamax_gradient_scale(k);
+        let grads: Vec<Tensor> = golden_gradients(k).iter().map(|g| g.map(|x| x * scale)).collect();
         stepper.step(&grads, &[]);
         assert_close(&stepper.param(0).data, w, 1e-12, 1e-3, &format!("w after step {k}"));
         assert_close(&stepper.param(1).data, b, 1e-12, 1e-3, &format!("b after step {k}"));
     }
 }
-
-/// Parameters after each of 5 updates by `optax.adafactor(learning_rate=float32(0.01),
-/// min_dim_size_to_factor=2, momentum=0.9)` in f64 (`jax_enable_x64`, optax 0.2.8, whose
-/// momentum is kept in f32 as `dtype_momentum` defaults), from
-/// `w = arange(12).reshape(4, 3) / 10 - 0.5`, `b = [0.3, -0.2, 0.1]`, with gradients
-/// `sin(arange(12).reshape(4, 3) + k)` and `0.1 cos(2 arange(3) + k)` at step k.
-const OPTAX_ADAFACTOR: [([f64; 12], [f64; 3]); 5] = [
-    (
-        [
-            -0.5,
-            -0.40040863256703113,
-            -0.3003242302076688,
-            -0.20018906644417964,
-            -0.09962973637786644,
-            0.00034448196088142125,
-            0.10037731290724156,
-            0.19967602588829017,
-            0.29964177073919496,
-            0.39943918693961433,
-            0.5002703425483571,
-            0.6003648783362836,
-        ],
-        [0.2997839753148816, -0.19978397531488162, 0.10021602468511841],
-    ),
-    (
-        [
-            -0.5005106225119741,
-            -0.40113539758836486,
-            -0.30068589329448075,
-            -0.19989987399170928,
-            -0.09891782110001021,
-            0.0007928620328432874,
-            0.10031756302921163,
-            0.1989932003090521,
-            0.29911502463111433,
-            0.39926594713926944,
-            0.5009100889838735,
-            0.6009599790896566,
-        ],
-        [0.2994381174330569, -0.1993216821732696, 0.10028221410930714],
-    ),
-    (
-        [
-            -0.501390641095091,
-            -0.40185960105382984,
-            -0.3006086065435189,
-            -0.19919673189973125,
-            -0.09813843888115448,
-            0.0008471676632569698,
-            0.09980744840635891,
-            0.19817440741467995,
-            0.29892977005142707,
-            0.39957069995666744,
-            0.5017514599479146,
-            0.601272784175498,
-        ],
-        [0.2992654762511316, -0.1987155404377241, 0.1000536539361647],
-    ),
-    (
-        [
-            -0.5022577138334595,
-            -0.4021199586834396,
-            -0.300111020883797,
-            -0.19841502695739627,
-            -0.09777740563853347,
-            0.0004536365230190707,
-            0.09912839863514147,
-            0.1977198390478794,
-            0.2992109411868114,
-            0.4001317394885691,
-            0.5022903281509472,
-            0.6011100001664081,
-        ],
-        [0.29938435360611193, -0.19826719730882664, 0.09962570836519186],
-    ),
-    (
-        [
-            -0.502626821332911,
-            -0.401920786844405,
-            -0.2995262568162383,
-            -0.19806864422684747,
-            -0.09789989693945102,
-            -0.00010259055016711716,
-            0.09881324805529945,
-            0.19776334353544017,
-            0.29972728538193105,
-            0.4004077788428657,
-            0.5023263730063346,
-            0.600644001995687,
-        ],
-        [0.2996800750780011, -0.19814472085761775, 0.09929055241641731],
-    ),
-];
 
 /// The `adafactor` type against optax itself (not only against the reference above): the
 /// same numbers as `optax.adafactor` when Levanter's extras (global clipping, weight decay, a
@@ -404,33 +218,29 @@ const OPTAX_ADAFACTOR: [([f64; 12], [f64; 3]); 5] = [
 fn adafactor_matches_optax() {
     let yaml = "type: adafactor\nlearning_rate: 0.01\nlr_schedule: constant\nwarmup: 0\nweight_decay: 0\nmax_grad_norm: null\nmin_dim_size_to_factor: 2\nbeta1: 0.9\n";
     let mut stepper = optax_stepper(yaml);
-    for (k, (w, b)) in OPTAX_ADAFACTOR.iter().enumerate() {
-        stepper.step(&optax_gradients(k), &[]);
+    for (k, (w, b)) in optax_golden::ADAFACTOR.iter().enumerate() {
+        stepper.step(&golden_gradients(k), &[]);
         // The learning rate is an f32 scalar in the step, hence float32(0.01) for optax.
         assert_close(&stepper.param(0).data, w, 1e-12, 1e-3, &format!("w after step {k}"));
         assert_close(&stepper.param(1).data, b, 1e-12, 1e-3, &format!("b after step {k}"));
     }
 }
 
-/// `yaml`'s optimizer stepping f64 parameters `mlp.weight` = `arange(12).reshape(4, 3) / 10 -
-/// 0.5` (decayed by the default mask) and `mlp.bias` = `[0.3, -0.2, 0.1]` (not decayed).
+/// `yaml`'s optimizer stepping the f64 parameters of [`optax_golden`].
 fn optax_stepper(yaml: &str) -> Stepper {
     let config = OptimizerConfig::from_yaml_str(yaml, "optimizer").unwrap_or_else(|error| panic!("{error}"));
     let optimizer = config.build(5, "optimizer").unwrap_or_else(|error| panic!("{error}"));
-    let w: Vec<f64> = (0..12).map(|i| f64::from(i) / 10.0 - 0.5).collect();
+    let (w, b) = optax_golden::initial();
     let params = vec![
         Param { name: "mlp.weight", value: Tensor::new(&[4, 3], w) },
-        Param { name: "mlp.bias", value: Tensor::new(&[3], vec![0.3, -0.2, 0.1]) },
+        Param { name: "mlp.bias", value: Tensor::new(&[3], b) },
     ];
     Stepper::new(&optimizer, &params, DType::F64)
 }
 
-/// The gradients of step `k` in the optax golden tests.
-fn optax_gradients(k: usize) -> Vec<Tensor> {
-    vec![
-        Tensor::new(&[4, 3], (0..12).map(|i| (f64::from(i) + k as f64).sin()).collect()),
-        Tensor::new(&[3], (0..3).map(|i| 0.1 * (2.0 * f64::from(i) + k as f64).cos()).collect()),
-    ]
+fn golden_gradients(k: usize) -> Vec<Tensor> {
+    let (w, b) = optax_golden::gradients(k);
+    vec![Tensor::new(&[4, 3], w), Tensor::new(&[3], b)]
 }
 
 /// Parameters with an RMS under 1e-3 at first: the relative step size uses its floor

@@ -3,6 +3,7 @@
 //! the optimizers lives in [`reference`].
 #![allow(dead_code)]
 
+pub mod optax_golden;
 pub mod reference;
 
 use std::collections::BTreeMap;
