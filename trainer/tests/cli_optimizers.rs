@@ -1,0 +1,52 @@
+//! `sirocco optimizers` as a user runs it: the shared fields, then every registered type with
+//! its fields, defaults and docs.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+/// The listing as `{section: {field: default}}`; the shared fields are under `""`.
+fn listing() -> BTreeMap<String, BTreeMap<String, String>> {
+    let output = Command::new(env!("CARGO_BIN_EXE_sirocco")).arg("optimizers").output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    let mut sections: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    let mut current = String::new();
+    for line in stdout.lines() {
+        if let Some(field) = line.strip_prefix("  ") {
+            let mut words = field.split_whitespace();
+            let (name, default) = (words.next().unwrap(), words.next().unwrap_or_else(|| panic!("{line}")));
+            sections.entry(current.clone()).or_default().insert(name.to_string(), default.to_string());
+        } else if let Some((name, doc)) = line.split_once(": ") {
+            assert!(!doc.trim().is_empty(), "{line}");
+            current = name.to_string();
+        }
+    }
+    sections
+}
+
+#[test]
+fn lists_every_type_with_its_fields_and_defaults() {
+    let sections = listing();
+    let types: Vec<&str> = sections.keys().map(String::as_str).filter(|name| !name.is_empty()).collect();
+    assert_eq!(types, ["adafactor", "adam", "adamax", "lion", "rmsprop", "sgd"]);
+    // Levanter's shared defaults.
+    let shared = &sections[""];
+    for (field, default) in
+        [("learning_rate", "0.0006"), ("weight_decay", "0.1"), ("warmup", "0.01"), ("lr_schedule", "cosine")]
+    {
+        assert_eq!(shared[field], default, "{field}");
+    }
+    // The seed's Adamax and optax.adafactor's defaults.
+    let adamax = &sections["adamax"];
+    assert_eq!(
+        (adamax["beta1"].as_str(), adamax["beta2"].as_str(), adamax["epsilon"].as_str()),
+        ("0.9", "0.95", "1e-8")
+    );
+    assert_eq!(adamax["max_grad_norm"], "1.0");
+    let adafactor = &sections["adafactor"];
+    assert_eq!(adafactor["decay_rate"], "0.8");
+    assert_eq!(adafactor["epsilon"], "1e-30");
+    assert_eq!(adafactor["min_dim_size_to_factor"], "128");
+    assert_eq!(adafactor["multiply_by_parameter_scale"], "true");
+    assert_eq!(adafactor["beta1"], "null");
+}
