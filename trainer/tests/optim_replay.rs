@@ -35,7 +35,7 @@ fn golden_input(steps: usize) -> Vec<(String, HostTensor)> {
         ("params/mlp.bias".to_string(), f32_tensor(&[3], &b)),
     ];
     for k in 0..steps {
-        let scale = optax_golden::adamax_gradient_scale(k);
+        let scale = optax_golden::chain_gradient_scale(k);
         let (gw, gb) = optax_golden::gradients(k);
         let scaled = |values: Vec<f64>| -> Vec<f64> { values.iter().map(|x| x * scale).collect() };
         tensors.push((format!("grads/{k}/mlp.weight"), f32_tensor(&[4, 3], &scaled(gw))));

@@ -196,18 +196,29 @@ fn adafactor_small_factored() {
     compare("adafactor_small_factored", yaml, rng, params, DType::F64);
 }
 
-/// The flagship `adamax` type against optax itself: clipping, moments, masked decay and the
-/// learning rate, with a constant schedule (Levanter's schedules are checked separately).
+/// The flagship `adamax` type, and every other type in the same chain, against optax itself:
+/// clipping, moments, masked decay and the learning rate, with a constant schedule (Levanter's
+/// schedules are checked separately).
 #[test]
-fn adamax_matches_optax() {
-    let yaml = "type: adamax\nlearning_rate: 0.01\nlr_schedule: constant\nwarmup: 0\n";
-    let mut stepper = optax_stepper(yaml);
-    for (k, (w, b)) in optax_golden::ADAMAX.iter().enumerate() {
-        let scale = optax_golden::adamax_gradient_scale(k);
-        let grads: Vec<Tensor> = golden_gradients(k).iter().map(|g| g.map(|x| x * scale)).collect();
-        stepper.step(&grads, &[]);
-        assert_close(&stepper.param(0).data, w, 1e-12, 1e-3, &format!("w after step {k}"));
-        assert_close(&stepper.param(1).data, b, 1e-12, 1e-3, &format!("b after step {k}"));
+fn adamax_and_the_other_levanter_types_match_optax() {
+    let cases = [
+        ("type: adamax\n", &optax_golden::ADAMAX),
+        ("type: adam\n", &optax_golden::ADAM),
+        ("type: lion\n", &optax_golden::LION),
+        ("type: sgd\nmomentum: 0.9\n", &optax_golden::SGD),
+        ("type: rmsprop\n", &optax_golden::RMSPROP),
+    ];
+    for (fields, golden) in cases {
+        let mut stepper =
+            optax_stepper(&format!("{fields}learning_rate: 0.01\nlr_schedule: constant\nwarmup: 0\n"));
+        for (k, (w, b)) in golden.iter().enumerate() {
+            let scale = optax_golden::chain_gradient_scale(k);
+            let grads: Vec<Tensor> = golden_gradients(k).iter().map(|g| g.map(|x| x * scale)).collect();
+            stepper.step(&grads, &[]);
+            let what = |name: &str| format!("{}: {name} after step {k}", fields.trim());
+            assert_close(&stepper.param(0).data, w, 1e-12, 1e-3, &what("w"));
+            assert_close(&stepper.param(1).data, b, 1e-12, 1e-3, &what("b"));
+        }
     }
 }
 
