@@ -43,6 +43,11 @@ impl ClientOptions {
     /// The named create options for the plugin called `plugin_name`, checked.
     fn create_options(&self, plugin_name: &str) -> Result<Vec<(String, NamedValue)>> {
         let mut options = Vec::new();
+        if self.cpu_device_count.is_some() && matches!(plugin_name, "cuda" | "tpu") {
+            return invalid(format!(
+                "cpu_device_count sets the CPU plugin's virtual devices; the `{plugin_name}` plugin does not take it"
+            ));
+        }
         if let Some(count) = self.cpu_device_count {
             options.push((
                 "cpu_device_count".to_owned(),
@@ -328,6 +333,11 @@ mod tests {
             ..Default::default()
         };
         assert!(options.create_options("cpu").unwrap_err().to_string().contains("twice"));
+        // The CUDA plugin refuses the CPU plugin's option (verified with jax-cuda12-pjrt
+        // 0.12.0.1: "Unexpected option name passed to PJRT_Client_Create").
+        let options = ClientOptions { cpu_device_count: Some(1), ..Default::default() };
+        let error = options.create_options("cuda").unwrap_err().to_string();
+        assert!(error.contains("cpu_device_count") && error.contains("`cuda`"), "{error}");
     }
 
     #[test]

@@ -516,6 +516,16 @@ impl JobConfig {
         if self.trainer.z_loss_weight < 0.0 {
             return Err(self.error("trainer.z_loss_weight", "must be >= 0"));
         }
+        let runtime = &self.trainer.runtime;
+        if matches!(runtime.plugin.as_str(), "cuda" | "tpu") && runtime.cpu_device_count.is_some() {
+            return Err(self.error(
+                "trainer.runtime.cpu_device_count",
+                format!(
+                    "only the CPU plugin has virtual devices; remove it (or set it to null) for plugin `{}`",
+                    runtime.plugin
+                ),
+            ));
+        }
         Ok(())
     }
 
@@ -601,6 +611,12 @@ mod tests {
         let error =
             JobConfig::from_yaml_str(MINIMAL, "job.yaml", &["trainer.mp=p=f32,c=int8".into()]).unwrap_err();
         assert!(error.to_string().contains("trainer.mp"), "{error}");
+        let overrides = ["trainer.runtime.plugin=cuda".into(), "trainer.runtime.cpu_device_count=2".into()];
+        let error = JobConfig::from_yaml_str(MINIMAL, "job.yaml", &overrides).unwrap_err();
+        assert!(
+            error.to_string().starts_with("job.yaml: trainer.runtime.cpu_device_count: only the CPU plugin"),
+            "{error}"
+        );
     }
 
     #[test]
