@@ -10,9 +10,10 @@ use sirocco::hlo::{Builder, Value};
 use sirocco::program::Program;
 use sirocco::{DType, HostTensor};
 use support::reference::{self, Rate, Scale};
-use support::{assert_close, from_host, host_tensor, Param, Rng, Stepper, Tensor};
+use support::{assert_close, from_host, host_tensor, optax_golden, Param, Rng, Stepper, Tensor};
 use xla_optim::combinators::{
     apply_if_finite, chain, masked, multi_steps, multi_transform, parameter_ema, skip_bad_steps, Mask,
+    MultiSteps,
 };
 use xla_optim::transforms::{scale, scale_by_adam, trace};
 use xla_optim::{Optimizer, OptimizerConfig, ParamSpec, StateSpec, Transform, UpdateContext};
@@ -343,8 +344,11 @@ fn multi_steps_applies_the_mean_of_every_three_gradients() {
     let params = parameters(&mut rng);
     let yaml = "type: adam\nlearning_rate: 0.05\nwarmup: 2\nmax_grad_norm: 0.5\n";
     let adam = OptimizerConfig::from_yaml_str(yaml, "optimizer").unwrap().build(3, "optimizer").unwrap();
+    // An f64 accumulator, so that the mean is the host's to rounding (the default f32 one,
+    // optax's, is checked against optax below).
+    let accumulate = MultiSteps { inner: adam.transform(), every_k: 3, accumulator_dtype: DType::F64 };
     let mut accumulating =
-        Stepper::new(&Optimizer::new(multi_steps(adam.transform(), 3)), &params, DType::F64);
+        Stepper::new(&Optimizer::new(std::sync::Arc::new(accumulate)), &params, DType::F64);
     let mut plain = Stepper::new(&adam, &params, DType::F64);
     let mut window = Vec::new();
     for call in 0..9 {
@@ -403,6 +407,45 @@ fn parameter_ema_matches_the_host_average() {
                 1.0,
                 &format!("step {step}: ema of {}", param.name),
             );
+        }
+    }
+}
+
+/// `multi_steps` and `apply_if_finite` against optax's own `MultiSteps` and `apply_if_finite`
+/// (optax 0.2.8 in f64), NaN for NaN where a bad step was let through.
+#[test]
+fn multi_steps_and_apply_if_finite_match_optax() {
+    let (w, b) = optax_golden::initial();
+    let params = vec![
+        Param { name: "mlp.weight", value: Tensor::new(&[4, 3], w) },
+        Param { name: "mlp.bias", value: Tensor::new(&[3], b) },
+    ];
+    let cases: [(&str, Transform, &optax_golden::Run); 2] = [
+        ("multi_steps", multi_steps(adam(), 3), &optax_golden::MULTI_STEPS),
+        ("apply_if_finite", apply_if_finite(adam(), 2), &optax_golden::APPLY_IF_FINITE),
+    ];
+    for (what, transform, golden) in cases {
+        let mut stepper = Stepper::new(&Optimizer::new(transform), &params, DType::F64);
+        for (call, (w, b)) in golden.iter().enumerate() {
+            let (gw, mut gb) = optax_golden::gradients(call);
+            if what == "apply_if_finite" {
+                if let Some(poison) = optax_golden::APPLY_IF_FINITE_POISON[call] {
+                    gb[1] = poison;
+                }
+            }
+            stepper.step(&[Tensor::new(&[4, 3], gw), Tensor::new(&[3], gb)], &[]);
+            for (index, expected) in [&w[..], &b[..]].into_iter().enumerate() {
+                let actual = stepper.param(index).data;
+                let nan_alike = actual.iter().zip(expected).all(|(a, e)| a.is_nan() == e.is_nan());
+                assert!(nan_alike, "{what}, call {call}: {actual:?}\n  optax {expected:?}");
+                let finite = |values: &[f64]| {
+                    values.iter().map(|v| if v.is_nan() { 0.0 } else { *v }).collect::<Vec<_>>()
+                };
+                // At most 1e-14 off on the small values: Adam's first step is ±1 up to rounding,
+                // and `0.1 - 0.1 u` cancels to ~5e-8, where a few ulps of `u` show at 1e-15.
+                let at = format!("{what}, call {call}");
+                assert_close(&finite(&actual), &finite(expected), 1e-12, 1e-2, &at);
+            }
         }
     }
 }

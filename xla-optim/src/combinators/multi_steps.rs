@@ -4,11 +4,16 @@
 //! inner update runs only on the k-th call (a `cond`), so its state is read and written once
 //! per k calls. The inner transformation's metrics (e.g. `grad_norm`) are reported on the k-th
 //! call and read 0 on the others.
+//!
+//! As optax's, the accumulator is kept in f32 by default (`accumulator_dtype`): the running
+//! mean is computed in the wider of its type and the gradients', stored in its own, and handed
+//! to the inner transformation in the gradients' type.
 
 use std::cell::RefCell;
 use std::sync::Arc;
 
 use sirocco::hlo::{cond, TensorType, Value};
+use sirocco::DType;
 
 use crate::error::Result;
 use crate::transform::{
@@ -19,10 +24,13 @@ use crate::transform::{
 pub struct MultiSteps {
     pub inner: Transform,
     pub every_k: i64,
+    /// The type the running mean is stored in (optax's `accumulator_dtype`, f32 by default).
+    pub accumulator_dtype: DType,
 }
 
+/// `optax.MultiSteps(inner, every_k)`, with its f32 accumulator.
 pub fn multi_steps(inner: Transform, every_k: i64) -> Transform {
-    Arc::new(MultiSteps { inner, every_k })
+    Arc::new(MultiSteps { inner, every_k, accumulator_dtype: DType::F32 })
 }
 
 impl GradientTransformation for MultiSteps {
@@ -36,7 +44,11 @@ impl GradientTransformation for MultiSteps {
             StateSpec { name: "mini_step".into(), ..StateSpec::count() },
             StateSpec { name: "gradient_step".into(), ..StateSpec::count() },
         ];
-        state.extend(StateSpec::per_param("acc_grads", params, 0.0));
+        let mut accumulators = StateSpec::per_param("acc_grads", params, 0.0);
+        for accumulator in &mut accumulators {
+            accumulator.ty = accumulator.ty.with_dtype(self.accumulator_dtype);
+        }
+        state.extend(accumulators);
         state.extend(self.inner.init(params)?.into_iter().map(|spec| spec.prefixed("inner")));
         Ok(state)
     }
@@ -46,17 +58,28 @@ impl GradientTransformation for MultiSteps {
         let inner_size = self.inner.init(ctx.specs)?.len();
         expect_state("multi_steps", state, 2 + n + inner_size)?;
         let (mini_step, gradient_step) = (&state[0], &state[1]);
+        // optax: `acc + (g - acc) / (mini_step + 1)`, with JAX's type promotion.
         let accumulated: Vec<Value> = updates
             .iter()
             .zip(&state[2..2 + n])
-            .map(|(g, acc)| acc + &((g - acc) / (mini_step + 1.0).convert(g.dtype())))
+            .map(|(g, acc)| {
+                let wide = if acc.dtype().size_in_bytes() > g.dtype().size_in_bytes() {
+                    acc.dtype()
+                } else {
+                    g.dtype()
+                };
+                let acc = acc.convert(wide);
+                &acc + &((g.convert(wide) - &acc) / (mini_step + 1.0).convert(wide))
+            })
             .collect();
+        let means: Vec<Value> =
+            accumulated.iter().zip(updates).map(|(mean, g)| mean.convert(g.dtype())).collect();
         let inner_state = &state[2 + n..];
         let is_final = mini_step.ge(&mini_step.scalar_like((self.every_k - 1) as f64));
 
         // Branch operands: accumulated means, inner state, parameters, mini_step (so that a
         // branch always has a value to build constants from).
-        let mut operands = accumulated.clone();
+        let mut operands = means;
         operands.extend(inner_state.iter().cloned());
         operands.extend(ctx.params.iter().cloned());
         operands.push(mini_step.clone());
@@ -110,7 +133,10 @@ impl GradientTransformation for MultiSteps {
             is_final.select(&zero, &increment(mini_step)),
             is_final.select(&increment(gradient_step), gradient_step),
         ];
-        new_state.extend(accumulated.iter().map(|acc| is_final.select(&acc.zeros_like(), acc)));
+        new_state.extend(accumulated.iter().map(|acc| {
+            let stored = acc.convert(self.accumulator_dtype);
+            is_final.select(&stored.zeros_like(), &stored)
+        }));
         new_state.extend(outputs[n..n + inner_size].iter().cloned());
         Ok(Update { updates: outputs[..n].to_vec(), state: new_state })
     }
