@@ -449,3 +449,31 @@ fn multi_steps_and_apply_if_finite_match_optax() {
         }
     }
 }
+
+/// `skip_bad_steps` against Levanter's own `SkipStepConfig` around optax's Adam: the same steps
+/// skipped, the same parameters after every step.
+#[test]
+fn skip_bad_steps_matches_levanter() {
+    let (w, b) = optax_golden::initial();
+    let params = vec![
+        Param { name: "mlp.weight", value: Tensor::new(&[4, 3], w) },
+        Param { name: "mlp.bias", value: Tensor::new(&[3], b) },
+    ];
+    let specs = support::specs(&params, DType::F64);
+    let optimizer = Optimizer::new(skip_bad_steps(adam(), 8, 6.0));
+    let step = LossStep::new(&optimizer, &specs);
+    let mut device_params: Vec<HostTensor> =
+        params.iter().map(|p| host_tensor(DType::F64, &p.value)).collect();
+    let mut state = optimizer.initial_state(&step.state, &device_params).unwrap();
+    for (k, (w, b)) in optax_golden::SKIP_BAD_STEPS.iter().enumerate() {
+        let scale = if k == 16 { 100.0 } else { 1.0 };
+        let (gw, gb) = optax_golden::gradients(k);
+        let grads: Vec<Tensor> =
+            [Tensor::new(&[4, 3], gw), Tensor::new(&[3], gb)].iter().map(|g| g.map(|x| x * scale)).collect();
+        let metrics = step.run(&mut device_params, &mut state, &grads, optax_golden::skip_loss(k));
+        let skipped = metrics["skipped_spike"] == 1.0;
+        assert_eq!(skipped, optax_golden::SKIP_BAD_STEPS_SKIPPED[k], "step {k}: skipped");
+        assert_close(&from_host(&device_params[0]).data, w, 1e-12, 1e-2, &format!("step {k}: w"));
+        assert_close(&from_host(&device_params[1]).data, b, 1e-12, 1e-2, &format!("step {k}: b"));
+    }
+}
