@@ -211,6 +211,16 @@ pub fn accumulation_dtype(values: &[Value]) -> DType {
     }
 }
 
+/// The float type JAX promotes two float operands to: the wider one (f32 and f64 give f64,
+/// bf16 and f32 give f32). What optax's accumulators with an `accumulator_dtype` compute in.
+pub fn promoted_dtype(a: DType, b: DType) -> DType {
+    if a.size_in_bytes() > b.size_in_bytes() {
+        a
+    } else {
+        b
+    }
+}
+
 /// Slices a large tensor is folded into before its squares are summed.
 const FOLD: i64 = 16;
 

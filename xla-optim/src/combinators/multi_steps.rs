@@ -17,7 +17,8 @@ use sirocco::DType;
 
 use crate::error::Result;
 use crate::transform::{
-    expect_state, increment, GradientTransformation, ParamSpec, StateSpec, Transform, Update, UpdateContext,
+    expect_state, increment, promoted_dtype, GradientTransformation, ParamSpec, StateSpec, Transform, Update,
+    UpdateContext,
 };
 
 #[derive(Debug)]
@@ -63,11 +64,7 @@ impl GradientTransformation for MultiSteps {
             .iter()
             .zip(&state[2..2 + n])
             .map(|(g, acc)| {
-                let wide = if acc.dtype().size_in_bytes() > g.dtype().size_in_bytes() {
-                    acc.dtype()
-                } else {
-                    g.dtype()
-                };
+                let wide = promoted_dtype(acc.dtype(), g.dtype());
                 let acc = acc.convert(wide);
                 &acc + &((g.convert(wide) - &acc) / (mini_step + 1.0).convert(wide))
             })

@@ -8,8 +8,8 @@ use sirocco::DType;
 
 use crate::error::Result;
 use crate::transform::{
-    bias_correction_denominator, expect_state, increment, GradientTransformation, ParamSpec, StateSpec,
-    Transform, Update, UpdateContext,
+    bias_correction_denominator, expect_state, increment, promoted_dtype, GradientTransformation, ParamSpec,
+    StateSpec, Transform, Update, UpdateContext,
 };
 
 /// `t = g + decay t`; outputs `t`, or `g + decay t` with Nesterov.
@@ -88,8 +88,7 @@ impl GradientTransformation for Ema {
         let mut outputs = Vec::with_capacity(updates.len());
         let mut new_state = vec![count.clone()];
         for (g, e) in updates.iter().zip(&state[1..]) {
-            let wide =
-                if e.dtype().size_in_bytes() > g.dtype().size_in_bytes() { e.dtype() } else { g.dtype() };
+            let wide = promoted_dtype(e.dtype(), g.dtype());
             // Each term in its operand's type, then the sum in the wider one: optax's
             // `(1 - decay) * g + decay * t` with a Python float `decay` (weakly typed).
             let average = (g * (1.0 - self.decay)).convert(wide) + (e * self.decay).convert(wide);
