@@ -10,7 +10,10 @@ use sirocco::hlo::{Builder, Value};
 use sirocco::program::Program;
 use sirocco::{DType, HostTensor};
 use support::reference::{self, Rate, Scale};
-use support::{assert_close, from_host, host_tensor, optax_golden, Param, Rng, Stepper, Tensor};
+use support::{
+    assert_close, from_host, golden_gradients, golden_params, host_tensor, optax_golden, Param, Rng, Stepper,
+    Tensor,
+};
 use xla_optim::combinators::{
     apply_if_finite, chain, masked, multi_steps, multi_transform, parameter_ema, skip_bad_steps, Mask,
     MultiSteps,
@@ -415,11 +418,7 @@ fn parameter_ema_matches_the_host_average() {
 /// (optax 0.2.8 in f64), NaN for NaN where a bad step was let through.
 #[test]
 fn multi_steps_and_apply_if_finite_match_optax() {
-    let (w, b) = optax_golden::initial();
-    let params = vec![
-        Param { name: "mlp.weight", value: Tensor::new(&[4, 3], w) },
-        Param { name: "mlp.bias", value: Tensor::new(&[3], b) },
-    ];
+    let params = golden_params();
     let cases: [(&str, Transform, &optax_golden::Run); 2] = [
         ("multi_steps", multi_steps(adam(), 3), &optax_golden::MULTI_STEPS),
         ("apply_if_finite", apply_if_finite(adam(), 2), &optax_golden::APPLY_IF_FINITE),
@@ -427,13 +426,13 @@ fn multi_steps_and_apply_if_finite_match_optax() {
     for (what, transform, golden) in cases {
         let mut stepper = Stepper::new(&Optimizer::new(transform), &params, DType::F64);
         for (call, (w, b)) in golden.iter().enumerate() {
-            let (gw, mut gb) = optax_golden::gradients(call);
+            let mut grads = golden_gradients(call, 1.0);
             if what == "apply_if_finite" {
                 if let Some(poison) = optax_golden::APPLY_IF_FINITE_POISON[call] {
-                    gb[1] = poison;
+                    grads[1].data[1] = poison;
                 }
             }
-            stepper.step(&[Tensor::new(&[4, 3], gw), Tensor::new(&[3], gb)], &[]);
+            stepper.step(&grads, &[]);
             for (index, expected) in [&w[..], &b[..]].into_iter().enumerate() {
                 let actual = stepper.param(index).data;
                 let nan_alike = actual.iter().zip(expected).all(|(a, e)| a.is_nan() == e.is_nan());
@@ -454,11 +453,7 @@ fn multi_steps_and_apply_if_finite_match_optax() {
 /// skipped, the same parameters after every step.
 #[test]
 fn skip_bad_steps_matches_levanter() {
-    let (w, b) = optax_golden::initial();
-    let params = vec![
-        Param { name: "mlp.weight", value: Tensor::new(&[4, 3], w) },
-        Param { name: "mlp.bias", value: Tensor::new(&[3], b) },
-    ];
+    let params = golden_params();
     let specs = support::specs(&params, DType::F64);
     let optimizer = Optimizer::new(skip_bad_steps(adam(), 8, 6.0));
     let step = LossStep::new(&optimizer, &specs);
@@ -466,10 +461,7 @@ fn skip_bad_steps_matches_levanter() {
         params.iter().map(|p| host_tensor(DType::F64, &p.value)).collect();
     let mut state = optimizer.initial_state(&step.state, &device_params).unwrap();
     for (k, (w, b)) in optax_golden::SKIP_BAD_STEPS.iter().enumerate() {
-        let scale = if k == 16 { 100.0 } else { 1.0 };
-        let (gw, gb) = optax_golden::gradients(k);
-        let grads: Vec<Tensor> =
-            [Tensor::new(&[4, 3], gw), Tensor::new(&[3], gb)].iter().map(|g| g.map(|x| x * scale)).collect();
+        let grads = golden_gradients(k, if k == 16 { 100.0 } else { 1.0 });
         let metrics = step.run(&mut device_params, &mut state, &grads, optax_golden::skip_loss(k));
         let skipped = metrics["skipped_spike"] == 1.0;
         assert_eq!(skipped, optax_golden::SKIP_BAD_STEPS_SKIPPED[k], "step {k}: skipped");

@@ -7,7 +7,7 @@ mod support;
 
 use sirocco::DType;
 use support::reference::{self, global_norm};
-use support::{assert_close, optax_golden, Param, Rng, Stepper, Tensor};
+use support::{assert_close, golden_gradients, golden_params, optax_golden, Param, Rng, Stepper, Tensor};
 use xla_optim::OptimizerConfig;
 
 const STEPS: i64 = 100;
@@ -213,8 +213,7 @@ fn adamax_and_the_other_levanter_types_match_optax() {
             optax_stepper(&format!("{fields}learning_rate: 0.01\nlr_schedule: constant\nwarmup: 0\n"));
         for (k, (w, b)) in golden.iter().enumerate() {
             let scale = optax_golden::chain_gradient_scale(k);
-            let grads: Vec<Tensor> = golden_gradients(k).iter().map(|g| g.map(|x| x * scale)).collect();
-            stepper.step(&grads, &[]);
+            stepper.step(&golden_gradients(k, scale), &[]);
             let what = |name: &str| format!("{}: {name} after step {k}", fields.trim());
             assert_close(&stepper.param(0).data, w, 1e-12, 1e-3, &what("w"));
             assert_close(&stepper.param(1).data, b, 1e-12, 1e-3, &what("b"));
@@ -230,7 +229,7 @@ fn adafactor_matches_optax() {
     let yaml = "type: adafactor\nlearning_rate: 0.01\nlr_schedule: constant\nwarmup: 0\nweight_decay: 0\nmax_grad_norm: null\nmin_dim_size_to_factor: 2\nbeta1: 0.9\n";
     let mut stepper = optax_stepper(yaml);
     for (k, (w, b)) in optax_golden::ADAFACTOR.iter().enumerate() {
-        stepper.step(&golden_gradients(k), &[]);
+        stepper.step(&golden_gradients(k, 1.0), &[]);
         // The learning rate is an f32 scalar in the step, hence float32(0.01) for optax.
         assert_close(&stepper.param(0).data, w, 1e-12, 1e-3, &format!("w after step {k}"));
         assert_close(&stepper.param(1).data, b, 1e-12, 1e-3, &format!("b after step {k}"));
@@ -241,17 +240,7 @@ fn adafactor_matches_optax() {
 fn optax_stepper(yaml: &str) -> Stepper {
     let config = OptimizerConfig::from_yaml_str(yaml, "optimizer").unwrap_or_else(|error| panic!("{error}"));
     let optimizer = config.build(5, "optimizer").unwrap_or_else(|error| panic!("{error}"));
-    let (w, b) = optax_golden::initial();
-    let params = vec![
-        Param { name: "mlp.weight", value: Tensor::new(&[4, 3], w) },
-        Param { name: "mlp.bias", value: Tensor::new(&[3], b) },
-    ];
-    Stepper::new(&optimizer, &params, DType::F64)
-}
-
-fn golden_gradients(k: usize) -> Vec<Tensor> {
-    let (w, b) = optax_golden::gradients(k);
-    vec![Tensor::new(&[4, 3], w), Tensor::new(&[3], b)]
+    Stepper::new(&optimizer, &golden_params(), DType::F64)
 }
 
 /// Parameters with an RMS under 1e-3 at first: the relative step size uses its floor

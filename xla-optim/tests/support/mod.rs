@@ -136,6 +136,22 @@ pub struct Param {
     pub value: Tensor,
 }
 
+/// The parameters of the [`optax_golden`] runs: `mlp.weight` (`w`, decayed by the default
+/// mask) and `mlp.bias` (`b`, not decayed).
+pub fn golden_params() -> Vec<Param> {
+    let (w, b) = optax_golden::initial();
+    vec![
+        Param { name: "mlp.weight", value: Tensor::new(&[4, 3], w) },
+        Param { name: "mlp.bias", value: Tensor::new(&[3], b) },
+    ]
+}
+
+/// The gradients of step `k` of the [`optax_golden`] runs, times `scale`.
+pub fn golden_gradients(k: usize, scale: f64) -> Vec<Tensor> {
+    let (w, b) = optax_golden::gradients(k);
+    vec![Tensor::new(&[4, 3], w).map(|x| x * scale), Tensor::new(&[3], b).map(|x| x * scale)]
+}
+
 pub fn specs(params: &[Param], dtype: DType) -> Vec<ParamSpec> {
     params.iter().map(|p| ParamSpec::new(p.name, dtype, &p.value.dims)).collect()
 }
