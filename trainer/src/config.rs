@@ -119,6 +119,13 @@ impl Default for RuntimeConfig {
     }
 }
 
+impl RuntimeConfig {
+    /// The PJRT client options this runtime section asks for.
+    pub fn client_options(&self) -> sirocco::pjrt::ClientOptions {
+        sirocco::pjrt::ClientOptions { cpu_device_count: self.cpu_device_count, ..Default::default() }
+    }
+}
+
 /// When and where checkpoints are written.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use sirocco::hlo::{Builder, DotDimensions, Function, Sharding, TensorType};
-use sirocco::pjrt::{Client, ClientOptions, CompileCache, Plugin};
+use sirocco::pjrt::{Client, CompileCache, Plugin};
 use sirocco::program::{Program, ShardedArray};
 use sirocco::{DType, HostTensor};
 use tokio::sync::oneshot;
@@ -89,10 +89,9 @@ impl Session {
             Precision::parse(&job.trainer.mp).map_err(|message| config_error(&job, "trainer.mp", message))?;
         let runtime = &job.trainer.runtime;
         let plugin = Plugin::load(&runtime.plugin)?;
-        let options =
-            ClientOptions { cpu_device_count: runtime.cpu_device_count, ..ClientOptions::default() };
         let cache_dir = runtime.compile_cache.clone().unwrap_or_else(CompileCache::default_dir);
-        let client = Client::new(&plugin, &options)?.with_compile_cache(CompileCache::new(cache_dir)?);
+        let client = Client::new(&plugin, &runtime.client_options())?
+            .with_compile_cache(CompileCache::new(cache_dir)?);
         let mesh = RunMesh::resolve(
             job.trainer.mesh.data,
             job.trainer.mesh.model,
@@ -666,13 +665,7 @@ pub fn dump_hlo(args: &HloArgs) -> Result<Vec<PathBuf>> {
     crate::files::write_atomically(&mlir, text.as_bytes())?;
     // Compile without the persistent cache, so XLA runs (and dumps) its pipeline.
     Program::compile(
-        &Client::new(
-            session.client.plugin(),
-            &ClientOptions {
-                cpu_device_count: session.job.trainer.runtime.cpu_device_count,
-                ..ClientOptions::default()
-            },
-        )?,
+        &Client::new(session.client.plugin(), &session.job.trainer.runtime.client_options())?,
         &step.function,
     )?;
     let mut files = vec![mlir];
@@ -748,10 +741,7 @@ pub async fn benchmark(args: &TrainBenchArgs) -> Result<TrainBenchReport> {
     let job = &session.job;
     let dataset = Arc::new(open_split(&session, "train")?);
     // A client without the persistent compile cache, so compilation is timed for real.
-    let client = Client::new(
-        session.client.plugin(),
-        &ClientOptions { cpu_device_count: job.trainer.runtime.cpu_device_count, ..ClientOptions::default() },
-    )?;
+    let client = Client::new(session.client.plugin(), &job.trainer.runtime.client_options())?;
     let compile_start = Instant::now();
     let step = session.train_step()?;
     let program = Program::compile(&client, &step.function)?;
