@@ -440,7 +440,8 @@ impl JobConfig {
         checkpointer
     }
 
-    fn error(&self, path: impl Into<String>, message: impl Into<String>) -> TrainerError {
+    /// A config error at `path` (`trainer.mesh`) of this job's file(s).
+    pub(crate) fn error(&self, path: impl Into<String>, message: impl Into<String>) -> TrainerError {
         config_error(&self.source, path, message)
     }
 

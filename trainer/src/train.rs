@@ -69,10 +69,6 @@ pub struct Session {
     pub shape: StepShape,
 }
 
-fn config_error(job: &JobConfig, path: &str, message: impl Into<String>) -> TrainerError {
-    TrainerError::Config { file: job.source.clone(), path: path.to_string(), message: message.into() }
-}
-
 impl Session {
     /// Reads and checks everything that needs no compilation: config, optimizer, plugin,
     /// mesh, tokenizer and model.
@@ -86,7 +82,7 @@ impl Session {
             HyperparameterSource::Graph => optimizer,
         };
         let precision =
-            Precision::parse(&job.trainer.mp).map_err(|message| config_error(&job, "trainer.mp", message))?;
+            Precision::parse(&job.trainer.mp).map_err(|message| job.error("trainer.mp", message))?;
         let runtime = &job.trainer.runtime;
         let plugin = Plugin::load(&runtime.plugin)?;
         let cache_dir = runtime.compile_cache.clone().unwrap_or_else(CompileCache::default_dir);
@@ -97,7 +93,7 @@ impl Session {
             job.trainer.mesh.model,
             client.addressable_devices().len(),
         )
-        .map_err(|message| config_error(&job, "trainer.mesh", message))?;
+        .map_err(|message| job.error("trainer.mesh", message))?;
         let available = client.addressable_devices().len();
         if mesh.devices() < available {
             tracing::warn!(
@@ -116,7 +112,7 @@ impl Session {
             &mesh,
             job.trainer.z_loss_weight,
         )
-        .map_err(|message| config_error(&job, "trainer.train_batch_size", message))?;
+        .map_err(|message| job.error("trainer.train_batch_size", message))?;
         Ok(Session { job, optimizer_config, optimizer, precision, client, mesh, model, tokenizer, shape })
     }
 
@@ -179,7 +175,7 @@ fn open_split(session: &Session, split: &str) -> Result<Dataset> {
     };
     tokenize_split(&job.data, urls, split, &session.tokenizer)
         .and_then(|tokenized| Dataset::open(&tokenized, job.model.seq_len))
-        .map_err(|error| config_error(job, field, error.to_string()))
+        .map_err(|error| job.error(field, error.to_string()))
 }
 
 /// Device arrays of the model state.
