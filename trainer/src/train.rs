@@ -50,6 +50,21 @@ pub struct TrainSummary {
     pub tokens_per_second: f64,
 }
 
+impl TrainSummary {
+    /// A run in `run_dir` at step `steps_done`, nothing measured yet.
+    fn at(run_dir: PathBuf, steps_done: u64) -> TrainSummary {
+        TrainSummary {
+            run_dir,
+            steps_done,
+            first_loss: None,
+            last_loss: None,
+            last_eval_loss: None,
+            stopped_early: false,
+            tokens_per_second: 0.0,
+        }
+    }
+}
+
 /// The RNG state saved with checkpoints: the seed the parameters were drawn from.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 struct RngState {
@@ -319,15 +334,7 @@ pub async fn train(args: &TrainArgs) -> Result<TrainSummary> {
             resume.contents.step,
             trainer.num_train_steps
         );
-        return Ok(TrainSummary {
-            run_dir,
-            steps_done: resume.contents.step,
-            first_loss: None,
-            last_loss: None,
-            last_eval_loss: None,
-            stopped_early: false,
-            tokens_per_second: 0.0,
-        });
+        return Ok(TrainSummary::at(run_dir, resume.contents.step));
     }
 
     // Programs.
@@ -395,15 +402,7 @@ pub async fn train(args: &TrainArgs) -> Result<TrainSummary> {
     let mut log = StepLog {
         tracker,
         progress: Progress::new(trainer.num_train_steps, start_step),
-        summary: TrainSummary {
-            run_dir: run_dir.clone(),
-            steps_done: start_step,
-            first_loss: None,
-            last_loss: None,
-            last_eval_loss: None,
-            stopped_early: false,
-            tokens_per_second: 0.0,
-        },
+        summary: TrainSummary::at(run_dir.clone(), start_step),
         throughput: Vec::new(),
         last_done: Instant::now(),
         recent_spans: VecDeque::with_capacity(STEP_TIME_WINDOW),
