@@ -71,6 +71,13 @@ fn a_second_compile_through_a_fresh_cache_is_a_faster_hit() {
     let options = CompileOptions { num_replicas: 2, ..CompileOptions::default() };
     second.compile(&program, &options).unwrap();
     assert_eq!(stats(&second), CacheStats { hits: 1, misses: 1 });
+
+    // The same client without the cache compiles for real and leaves the cache alone.
+    let uncached = second.without_compile_cache();
+    assert!(uncached.compile_cache().is_none());
+    uncached.compile(&program, &CompileOptions::default()).unwrap();
+    assert_eq!(stats(&second), CacheStats { hits: 1, misses: 1 });
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2, "nothing written");
 }
 
 #[test]

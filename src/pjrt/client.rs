@@ -261,6 +261,12 @@ impl Client {
         self.compile_cache.as_deref()
     }
 
+    /// The same client (devices, buffers and executables shared) compiling without any cache:
+    /// for timing compilation, or for making XLA run (and dump) its whole pipeline.
+    pub fn without_compile_cache(&self) -> Client {
+        Client { handle: self.handle.clone(), compile_cache: None }
+    }
+
     pub(crate) fn handle(&self) -> &Arc<ClientHandle> {
         &self.handle
     }

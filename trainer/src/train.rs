@@ -659,10 +659,7 @@ pub fn dump_hlo(args: &HloArgs) -> Result<Vec<PathBuf>> {
     let mlir = args.out.join("train_step.mlir");
     crate::files::write_atomically(&mlir, text.as_bytes())?;
     // Compile without the persistent cache, so XLA runs (and dumps) its pipeline.
-    Program::compile(
-        &Client::new(session.client.plugin(), &session.job.trainer.runtime.client_options())?,
-        &step.function,
-    )?;
+    Program::compile(&session.client.without_compile_cache(), &step.function)?;
     let mut files = vec![mlir];
     if let Ok(entries) = std::fs::read_dir(&xla_dir) {
         let mut optimized: Vec<PathBuf> = entries
@@ -736,7 +733,7 @@ pub async fn benchmark(args: &TrainBenchArgs) -> Result<TrainBenchReport> {
     let job = &session.job;
     let dataset = Arc::new(open_split(&session, "train")?);
     // A client without the persistent compile cache, so compilation is timed for real.
-    let client = Client::new(session.client.plugin(), &job.trainer.runtime.client_options())?;
+    let client = session.client.without_compile_cache();
     let compile_start = Instant::now();
     let step = session.train_step()?;
     let program = Program::compile(&client, &step.function)?;
