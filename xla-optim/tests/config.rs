@@ -123,6 +123,8 @@ fn out_of_range_values_are_named_before_anything_compiles() {
         ("type: adamax\nepsilon: -1e-8\n", "optimizer.epsilon"),
         ("type: rmsprop\nepsilon: 0\n", "optimizer.epsilon"),
         ("type: adafactor\nepsilon: 0\n", "optimizer.epsilon"),
+        ("type: adafactor\ndecay_offset: -1\n", "optimizer.decay_offset"),
+        ("type: adafactor\nmultiply_by_parameter_scale: maybe\n", "optimizer.multiply_by_parameter_scale"),
         ("type: adam\nmax_grad_norm: -1.0\n", "optimizer.max_grad_norm"),
         ("type: adam\nweight_decay: -0.1\n", "optimizer.weight_decay"),
         ("type: adam\nmin_lr_ratio: 1.5\n", "optimizer.min_lr_ratio"),
