@@ -253,6 +253,7 @@ pub struct EmitBenchArgs {
     /// Number of ops in the graph.
     #[arg(long, default_value_t = 100_000)]
     pub ops: usize,
+    /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
 }

@@ -16,7 +16,7 @@ use crate::bench::{self, EmitBenchArgs, OptimizerBenchArgs};
 use crate::devices::{self, DevicesArgs};
 use crate::optim_tools::{self, ReplayArgs};
 use crate::tokenizer::{self, TrainTokenizerArgs};
-use crate::train::{self, HloArgs, TrainArgs, TrainBenchArgs};
+use crate::train::{self, HloArgs, JobArgs, TrainBenchArgs};
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
@@ -30,7 +30,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Train a model from a YAML job config.
-    Train(TrainArgs),
+    Train(JobArgs),
     /// Write the train step's StableHLO and XLA's optimized HLO.
     Hlo(HloArgs),
     /// Show a PJRT plugin's versions and the devices it sees.

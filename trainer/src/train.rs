@@ -26,9 +26,10 @@ use crate::progress::Progress;
 use crate::signals;
 use crate::step::{self, RunMesh, StepShape, TrainStep};
 
-/// Arguments of `sirocco train`.
+/// The job a command works on: `sirocco train` takes only this; `sirocco hlo` and
+/// `sirocco bench train` flatten it into their own arguments.
 #[derive(Debug, Clone, clap::Args)]
-pub struct TrainArgs {
+pub struct JobArgs {
     /// The job's YAML file; repeat to layer files (later ones override: e.g. a job, then a
     /// model size from configs/models/).
     #[arg(long, required = true)]
@@ -301,7 +302,7 @@ fn put_by_name<'a>(
         .collect()
 }
 
-pub async fn train(args: &TrainArgs) -> Result<TrainSummary> {
+pub async fn train(args: &JobArgs) -> Result<TrainSummary> {
     // Installed first, so a SIGTERM during tokenization or compilation stops the run cleanly
     // before its first step instead of killing it.
     let stop = signals::stop_requested()?;
@@ -634,11 +635,8 @@ fn save(
 /// Arguments of `sirocco hlo`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct HloArgs {
-    /// The job's YAML file(s), as for `train`.
-    #[arg(long, required = true)]
-    pub config: Vec<PathBuf>,
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    pub overrides: Vec<String>,
+    #[command(flatten)]
+    pub job: JobArgs,
     /// Output directory: `train_step.mlir` (our StableHLO) and `xla/` (XLA's dumps, with the
     /// optimized HLO in `*after_optimizations.txt`).
     #[arg(long)]
@@ -653,7 +651,7 @@ pub fn dump_hlo(args: &HloArgs) -> Result<Vec<PathBuf>> {
     let flags = format!("--xla_dump_to={} --xla_dump_hlo_as_text", xla_dir.display());
     let existing = std::env::var("XLA_FLAGS").unwrap_or_default();
     std::env::set_var("XLA_FLAGS", format!("{existing} {flags}").trim());
-    let session = Session::open(&args.config, &args.overrides)?;
+    let session = Session::open(&args.job.config, &args.job.overrides)?;
     let step = session.train_step()?;
     let text = step.function.to_stablehlo();
     let mlir = args.out.join("train_step.mlir");
@@ -675,14 +673,12 @@ pub fn dump_hlo(args: &HloArgs) -> Result<Vec<PathBuf>> {
 /// Arguments of `sirocco bench train`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct TrainBenchArgs {
-    /// The job's YAML file(s), as for `train`.
-    #[arg(long, required = true)]
-    pub config: Vec<PathBuf>,
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    pub overrides: Vec<String>,
+    #[command(flatten)]
+    pub job: JobArgs,
     /// Timed steps of each kind (after 2 warm-up steps).
     #[arg(long, default_value_t = 10)]
     pub steps: usize,
+    /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
 }
@@ -729,7 +725,7 @@ impl std::fmt::Display for TrainBenchReport {
 /// Times the train step: compile, steps on a device-resident batch, steps fed by the
 /// prefetching pipeline. Uses random parameters; checkpoints and metrics are not touched.
 pub async fn benchmark(args: &TrainBenchArgs) -> Result<TrainBenchReport> {
-    let session = Session::open(&args.config, &args.overrides)?;
+    let session = Session::open(&args.job.config, &args.job.overrides)?;
     let job = &session.job;
     let dataset = Arc::new(open_split(&session, "train")?);
     // A client without the persistent compile cache, so compilation is timed for real.

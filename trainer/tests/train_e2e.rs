@@ -11,7 +11,7 @@ use serde_json::{Map, Value as Json};
 use sirocco::DType;
 use tempfile::TempDir;
 use trainer::checkpoint::{self, CheckpointContents};
-use trainer::train::{train, TrainArgs};
+use trainer::train::{train, JobArgs};
 
 /// Tokens of a training step: `train_batch_size` x `seq_len` of [`job_yaml`].
 const TOKENS_PER_STEP: f64 = 8.0 * 32.0;
@@ -483,7 +483,7 @@ fn extending_a_finished_run_matches_an_uninterrupted_run_exactly() {
     // The reference, through the library as an embedding program would call it.
     let mut overrides: Vec<String> = job.run_overrides("reference");
     overrides.extend(with(&["trainer.num_train_steps=12"]).iter().map(|s| s.to_string()));
-    let args = TrainArgs { config: vec![job.config()], overrides };
+    let args = JobArgs { config: vec![job.config()], overrides };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let summary = runtime.block_on(train(&args)).unwrap_or_else(|error| panic!("{error}"));
     let reference = job.records("reference");
