@@ -41,6 +41,13 @@ record optimizer/sirocco $sirocco bench optimizer --optimizer configs/optimizers
 record optimizer/optax-jaxlib $python bench/optax_optimizer.py --params $params --tensors 32 --steps $steps --json
 record optimizer/optax-plugin $python bench/optax_optimizer.py --params $params --tensors 32 --steps $steps \
     --plugin "$plugin" --json
+# Ablations: optax on the plugin with the multi-output fusion sirocco turns on, and sirocco
+# without it.
+mof=--xla_backend_extra_options=xla_cpu_use_multi_output_fusion
+record optimizer/optax-plugin-mof env XLA_FLAGS=$mof $python bench/optax_optimizer.py --params $params \
+    --tensors 32 --steps $steps --plugin "$plugin" --json
+record optimizer/sirocco-no-mof env SIROCCO_CPU_MULTI_OUTPUT_FUSION=0 $sirocco bench optimizer \
+    --optimizer configs/optimizers/adamax.yaml --params $params --tensors 32 --steps $steps --json
 
 # The same step hand-written in C (one OpenMP pass): what the memory roofline allows in practice.
 if gcc -O3 -march=native -ffast-math -fopenmp -o target/fused_adamax bench/fused_adamax.c -lm; then
@@ -56,6 +63,10 @@ record train/sirocco $sirocco bench train "${quickstart[@]}" --steps $train_step
 peer=(--hidden 256 --intermediate 704 --layers 4 --heads 4 --kv-heads 2 --seq-len 128 --batch 32 --vocab 257)
 record train/jax-jaxlib $python bench/jax_llama.py "${peer[@]}" --steps $train_steps --json
 record train/jax-plugin $python bench/jax_llama.py "${peer[@]}" --steps $train_steps --plugin "$plugin" --json
+record train/jax-plugin-mof env XLA_FLAGS=$mof $python bench/jax_llama.py "${peer[@]}" --steps $train_steps \
+    --plugin "$plugin" --json
+record train/sirocco-no-mof env SIROCCO_CPU_MULTI_OUTPUT_FUSION=0 $sirocco bench train "${quickstart[@]}" \
+    --steps $train_steps --json
 
 # Compile time against depth: the layer scan keeps it nearly flat.
 for layers in 2 12; do

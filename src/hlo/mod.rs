@@ -25,6 +25,7 @@ mod op;
 mod ops;
 mod sharding;
 mod types;
+mod unshare;
 
 pub use autodiff::{grad, value_and_grad, vjp};
 pub use emit::EmitOptions;
@@ -37,3 +38,4 @@ pub use ops::gather::{GatherDimensions, ScatterDimensions, ScatterMode};
 pub use ops::misc::{optimization_barrier, RngAlgorithm};
 pub use sharding::{Mesh, Partitioner, Sharding};
 pub use types::{Dims, TensorType};
+pub use unshare::unshare_elementwise;

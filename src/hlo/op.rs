@@ -22,6 +22,12 @@ pub(crate) trait Operation: fmt::Debug + 'static {
     /// Writes the node's StableHLO.
     fn emit(&self, emitter: &mut Emitter, node: &EmitNode);
 
+    /// True for ops that compute each result element from the same-index elements of their
+    /// inputs, all of one shape (see [`crate::hlo::unshare_elementwise`]).
+    fn is_elementwise(&self) -> bool {
+        false
+    }
+
     /// When `Some(i)`, the op emits nothing: its single result is input `i` (e.g.
     /// `stop_gradient`).
     fn forwards_input(&self) -> Option<usize> {

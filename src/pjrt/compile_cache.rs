@@ -106,14 +106,16 @@ impl CompileCache {
 }
 
 /// sha256 over everything that determines the compiled executable: program, options, plugin
-/// (path, C API version, XLA version) and platform. Each part is length-prefixed.
+/// (path, C API version, XLA version), platform and `XLA_FLAGS`. Each part is length-prefixed.
 fn cache_key(client: &Client, program: &str, encoded_options: &[u8]) -> String {
     let plugin = client.plugin();
     let (major, minor) = plugin.api_version();
     let xla_version =
         plugin.xla_version().map_or_else(|| "unknown".to_owned(), |version| version.to_string());
     let api_version = format!("{major}.{minor}");
-    let parts: [&[u8]; 8] = [
+    // XLA's flags (read once per process, see `with_backend_option`) change what it compiles.
+    let xla_flags = std::env::var("XLA_FLAGS").unwrap_or_default();
+    let parts: [&[u8]; 9] = [
         program.as_bytes(),
         encoded_options,
         plugin.path().as_os_str().as_encoded_bytes(),
@@ -121,6 +123,7 @@ fn cache_key(client: &Client, program: &str, encoded_options: &[u8]) -> String {
         client.platform_name().as_bytes(),
         client.platform_version().as_bytes(),
         xla_version.as_bytes(),
+        xla_flags.as_bytes(),
         &FORMAT_VERSION.to_le_bytes(),
     ];
     let mut hasher = Sha256::new();

@@ -30,6 +30,43 @@ include!(concat!(env!("OUT_DIR"), "/plugin_manifest.rs"));
 /// Overrides the build-time `third_party/cache` directory (for a binary moved elsewhere).
 const THIRD_PARTY_CACHE_ENV: &str = "SIROCCO_THIRD_PARTY_CACHE";
 
+/// The `xla_backend_extra_options` entry that turns on XLA:CPU's sibling multi-output fusion
+/// (off by default in XLA). With it, the loops that write a parameter and its optimizer state
+/// from the same inputs become one loop, one pass over memory; the optimizer updates are built
+/// for it (`sirocco::hlo::unshare_elementwise`).
+pub const CPU_MULTI_OUTPUT_FUSION: &str = "xla_cpu_use_multi_output_fusion";
+
+/// Set to `0` to leave XLA:CPU's multi-output fusion off (for comparisons; the optimizer updates
+/// then take several passes over memory).
+const NO_MULTI_OUTPUT_FUSION_ENV: &str = "SIROCCO_CPU_MULTI_OUTPUT_FUSION";
+
+/// `flags` (an `XLA_FLAGS` value) with `option` among its `--xla_backend_extra_options`, keeping
+/// every other flag and option. XLA reads its flags once, when a plugin first needs them, so
+/// this is set before a plugin is opened.
+pub fn with_backend_option(flags: &str, option: &str) -> String {
+    const FLAG: &str = "--xla_backend_extra_options=";
+    let mut found = false;
+    let mut tokens: Vec<String> = flags
+        .split_whitespace()
+        .map(|token| match token.strip_prefix(FLAG) {
+            Some(options) => {
+                found = true;
+                let present = options.split(',').any(|entry| entry.split('=').next() == Some(option));
+                match (present, options.is_empty()) {
+                    (true, _) => token.to_string(),
+                    (false, true) => format!("{FLAG}{option}"),
+                    (false, false) => format!("{FLAG}{options},{option}"),
+                }
+            }
+            None => token.to_string(),
+        })
+        .collect();
+    if !found {
+        tokens.push(format!("{FLAG}{option}"));
+    }
+    tokens.join(" ")
+}
+
 /// A loaded and initialized PJRT plugin.
 pub struct Plugin {
     name: String,
@@ -79,6 +116,9 @@ impl Plugin {
         }
         if name == "cuda" {
             preload_cuda_libraries(python_sys_path());
+        } else if name != "tpu" && std::env::var_os(NO_MULTI_OUTPUT_FUSION_ENV).is_none_or(|v| v != "0") {
+            let flags = std::env::var("XLA_FLAGS").unwrap_or_default();
+            std::env::set_var("XLA_FLAGS", with_backend_option(&flags, CPU_MULTI_OUTPUT_FUSION));
         }
         let load_error = |reason: String| PjrtError::PluginLoad { path: path.clone(), reason };
         // SAFETY: loading a library runs its initializers; a PJRT plugin is built to be loaded
@@ -379,6 +419,26 @@ fn load_global(path: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backend_option_joins_the_flags_given() {
+        let option = CPU_MULTI_OUTPUT_FUSION;
+        assert_eq!(with_backend_option("", option), format!("--xla_backend_extra_options={option}"));
+        assert_eq!(
+            with_backend_option("--xla_dump_to=/tmp/x", option),
+            format!("--xla_dump_to=/tmp/x --xla_backend_extra_options={option}")
+        );
+        assert_eq!(
+            with_backend_option("--xla_backend_extra_options=a=1,b --xla_x", option),
+            format!("--xla_backend_extra_options=a=1,b,{option} --xla_x")
+        );
+        assert_eq!(
+            with_backend_option("--xla_backend_extra_options=", option),
+            format!("--xla_backend_extra_options={option}")
+        );
+        let given = format!("--xla_backend_extra_options={option}=1,c");
+        assert_eq!(with_backend_option(&given, option), given);
+    }
 
     #[test]
     fn names_and_paths_are_told_apart() {

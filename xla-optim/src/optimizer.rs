@@ -168,12 +168,17 @@ impl Optimizer {
             }
         }
         let result = self.transform().update(ctx, grads, state)?;
-        let params = ctx.params.iter().zip(&result.updates).map(|(p, u)| p + u).collect();
+        let mut outputs: Vec<Value> = ctx.params.iter().zip(&result.updates).map(|(p, u)| p + u).collect();
+        outputs.extend(result.state);
+        // Each new parameter and state tensor gets its own copy of the elementwise update, so
+        // that XLA can fuse all of a parameter's writes into one pass (see `unshare_elementwise`).
+        let mut params = sirocco::hlo::unshare_elementwise(&outputs);
+        let state = params.split_off(ctx.params.len());
         let metrics = ctx.metrics.borrow().clone();
         if let Some(error) = ctx.builder.error() {
             return Err(error.into());
         }
-        Ok(Applied { params, state: result.state, metrics })
+        Ok(Applied { params, state, metrics })
     }
 
     /// The fused update as a standalone function (for `optim replay` and benchmarks).

@@ -92,6 +92,10 @@ impl UnaryKind {
 pub(crate) struct Unary(UnaryKind);
 
 impl Operation for Unary {
+    fn is_elementwise(&self) -> bool {
+        true
+    }
+
     fn name(&self) -> &'static str {
         self.0.name()
     }
@@ -209,6 +213,10 @@ impl BinaryKind {
 pub(crate) struct Binary(BinaryKind);
 
 impl Operation for Binary {
+    fn is_elementwise(&self) -> bool {
+        true
+    }
+
     fn name(&self) -> &'static str {
         self.0.name()
     }
@@ -278,6 +286,10 @@ pub enum Comparison {
 pub(crate) struct Compare(Comparison);
 
 impl Operation for Compare {
+    fn is_elementwise(&self) -> bool {
+        true
+    }
+
     fn name(&self) -> &'static str {
         "compare"
     }
@@ -316,6 +328,10 @@ impl Operation for Compare {
 pub(crate) struct Select;
 
 impl Operation for Select {
+    fn is_elementwise(&self) -> bool {
+        true
+    }
+
     fn name(&self) -> &'static str {
         "select"
     }
@@ -341,6 +357,10 @@ impl Operation for Select {
 pub(crate) struct Convert;
 
 impl Operation for Convert {
+    fn is_elementwise(&self) -> bool {
+        true
+    }
+
     fn name(&self) -> &'static str {
         "convert"
     }

@@ -1,0 +1,73 @@
+//! `unshare_elementwise`: every output gets its own copy of the elementwise computation it
+//! needs, with bit-identical results (NaN, infinities and signed zeros included).
+
+mod support;
+
+use sirocco::hlo::{unshare_elementwise, Builder, Function, Value};
+use sirocco::{DType, HostTensor};
+use support::*;
+
+const N: i64 = 8;
+
+/// Outputs that share intermediates: `b` reads `a`, both read `t`; `norm` is a reduction and
+/// `x` a parameter, which are not elementwise results.
+fn build(unshare: bool) -> Function {
+    let b = Builder::new(if unshare { "unshared" } else { "shared" });
+    let x = b.param("x", DType::F32, &[N]);
+    let y = b.param("y", DType::F32, &[N]);
+    let z = b.param("z", DType::BF16, &[N]);
+    let t = &(&x * 2.0) + &y;
+    let a = &t.tanh() * &z.convert(DType::F32);
+    let bigger = t.gt(&a);
+    let c = &bigger.select(&t, &a) + &(&t * &a);
+    let norm = (&x * &x).sum();
+    let outputs: Vec<Value> = vec![a, c, norm, x];
+    let outputs = if unshare { unshare_elementwise(&outputs) } else { outputs };
+    b.build(&outputs).unwrap()
+}
+
+#[test]
+fn copies_compute_the_same_bits() {
+    let x = tensor(&[N], &[1.5f32, -0.0, f32::NAN, f32::INFINITY, -3.25, 1e-40, 7.0, -1e30]);
+    let y = tensor(&[N], &[0.25f32, 0.0, 1.0, -f32::INFINITY, f32::NAN, -2.0, 1e30, 0.5]);
+    let z = HostTensor::from_slice(
+        &[N],
+        &[0.5f32, -1.0, 2.0, 0.0, -0.0, 3.0, 1e3, -7.0].map(half::bf16::from_f32),
+    )
+    .unwrap();
+    let inputs = [x, y, z];
+    let shared = run(&build(false), &inputs);
+    let unshared = run(&build(true), &inputs);
+    assert_eq!(shared.len(), unshared.len());
+    for (index, (s, u)) in shared.iter().zip(&unshared).enumerate() {
+        assert_eq!(s.dims(), u.dims(), "output {index}");
+        assert_eq!(s.bytes(), u.bytes(), "output {index} differs in its bits");
+    }
+}
+
+#[test]
+fn each_output_has_its_own_copy() {
+    let shared = build(false).to_stablehlo();
+    let unshared = build(true).to_stablehlo();
+    let count = |text: &str, op: &str| text.matches(&format!("\"stablehlo.{op}\"")).count();
+    assert_eq!(count(&shared, "optimization_barrier"), 0);
+    // One `1.0` per elementwise output (a and c), behind one barrier.
+    assert_eq!(count(&unshared, "optimization_barrier"), 1);
+    // `tanh(t)` is computed for `a` and again inside `c`'s copy; the reduction is not copied.
+    assert_eq!(count(&shared, "tanh"), 1);
+    assert_eq!(count(&unshared, "tanh"), 2);
+    assert_eq!(count(&shared, "reduce"), count(&unshared, "reduce"));
+    // Each copy multiplies x, y and z by its `1.0`, and `x * 2` and `tanh(t) * z` are computed
+    // in both copies.
+    assert_eq!(count(&unshared, "multiply") - count(&shared, "multiply"), 2 * 3 + 2);
+}
+
+#[test]
+fn fewer_than_two_elementwise_outputs_are_left_alone() {
+    let b = Builder::new("single");
+    let x = b.param("x", DType::F32, &[N]);
+    let y = (&x * 3.0).exp();
+    let outputs = unshare_elementwise(&[y, x.sum()]);
+    let text = b.build(&outputs).unwrap().to_stablehlo();
+    assert!(!text.contains("optimization_barrier"), "{text}");
+}
