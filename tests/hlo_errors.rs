@@ -258,3 +258,15 @@ fn ops_after_an_error_do_not_panic_and_the_first_error_wins() {
     assert_error(grad(&total, &[x.clone(), y.clone()]), "add", &["f32[2, 3]", "f32[3, 2]"], line);
     assert_error(builder.build(&[total, bad]), "add", &["f32[2, 3]", "f32[3, 2]"], line);
 }
+
+#[test]
+fn results_larger_than_xla_can_address() {
+    // XLA throws on such a shape, which aborts the process: it is refused while building.
+    let (builder, x) = matrix();
+    let (_huge, line) = (builder.param("huge", DType::F32, &[1 << 32, 1 << 31]), line!());
+    let _ = &x + &x;
+    assert_error(builder.build(&[x]), "parameter", &["2^63 bytes"], line);
+    let (builder, x) = matrix();
+    let (_wide, line) = (x.reshape(&[6, 1]).broadcast_to(&[6, 1 << 62]), line!());
+    assert_error(builder.build(&[x]), "broadcast_in_dim", &["2^63 bytes"], line);
+}

@@ -96,6 +96,15 @@ fn client_and_devices_describe_themselves() {
         &sirocco::pjrt::ClientOptions { cpu_device_count: Some(0), ..Default::default() },
     );
     assert!(matches!(bogus, Err(PjrtError::InvalidOptions(_))));
+    // Tens of thousands of virtual devices would take minutes and gigabytes of threads.
+    let many = sirocco::pjrt::Client::new(
+        client.plugin(),
+        &sirocco::pjrt::ClientOptions { cpu_device_count: Some(100_000), ..Default::default() },
+    );
+    assert!(
+        matches!(many, Err(PjrtError::InvalidOptions(ref message)) if message.contains("at most 1024")),
+        "{many:?}"
+    );
 }
 
 #[test]

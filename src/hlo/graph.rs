@@ -209,7 +209,7 @@ impl Builder {
     #[track_caller]
     pub fn parameter(&self, name: impl Into<String>, ty: TensorType) -> Value {
         let location = Location::caller();
-        if let Some(poisoned) = refuse_sealed(&self.graph, "parameter", std::slice::from_ref(&ty), location) {
+        if let Some(poisoned) = refuse_node(&self.graph, "parameter", std::slice::from_ref(&ty), location) {
             return poisoned.into_iter().next().expect("one result");
         }
         let mut graph = self.graph.borrow_mut();
@@ -453,15 +453,21 @@ fn has_error(graph: &GraphRef) -> bool {
     false
 }
 
-/// When `graph` is a finished region (a value computed inside a loop or branch body was kept
-/// and used after its op was built), records the mistake on the enclosing function and
-/// returns placeholders of `outputs`.
-fn refuse_sealed(
+/// When a node cannot be added — a result too large for XLA, or `graph` is a finished region (a
+/// value computed inside a loop or branch body was kept and used after its op was built) —
+/// records the mistake on the enclosing function and returns placeholders of `outputs`.
+fn refuse_node(
     graph: &GraphRef,
     op: &'static str,
     outputs: &[TensorType],
     location: &'static Location<'static>,
 ) -> Option<Vec<Value>> {
+    // XLA throws (and the process aborts) on a shape of 2^63 bytes or more: refuse it here.
+    if let Some(ty) = outputs.iter().find(|ty| byte_size(ty).is_none()) {
+        let message = format!("its result {ty} has 2^63 bytes or more, more than XLA can address");
+        record_error(&root_of(graph), HloError::at(op, message, location));
+        return Some(poisoned(graph, outputs.to_vec(), location));
+    }
     if !graph.borrow().sealed {
         return None;
     }
@@ -472,6 +478,11 @@ fn refuse_sealed(
     );
     record_error(&root_of(graph), HloError::at(op, message, location));
     Some(poisoned(graph, outputs.to_vec(), location))
+}
+
+/// The size of a value of type `ty` in bytes, `None` when it does not fit in an `i64`.
+fn byte_size(ty: &TensorType) -> Option<i64> {
+    ty.dims.iter().try_fold(ty.dtype.size_in_bytes() as i64, |bytes, &dim| bytes.checked_mul(dim.max(0)))
 }
 
 /// The builder of the most deeply nested graph among `values` (ops on values of a region and
@@ -494,7 +505,7 @@ pub(crate) fn add_node(
     outputs: Vec<TensorType>,
     location: &'static Location<'static>,
 ) -> Vec<Value> {
-    if let Some(poisoned) = refuse_sealed(graph, op.name(), &outputs, location) {
+    if let Some(poisoned) = refuse_node(graph, op.name(), &outputs, location) {
         return poisoned;
     }
     let mut ids = SmallVec::<[ValueId; 4]>::with_capacity(inputs.len());

@@ -39,6 +39,9 @@ const CPU_OPTIONS: [(&str, NamedValue); 4] = [
     ("pooling_allocator", NamedValue::Bool(true)),
 ];
 
+/// The most virtual CPU devices a client is created with.
+pub const MAX_CPU_DEVICES: i64 = 1024;
+
 impl ClientOptions {
     /// The named create options for the plugin called `plugin_name`, checked.
     fn create_options(&self, plugin_name: &str) -> Result<Vec<(String, NamedValue)>> {
@@ -86,6 +89,12 @@ impl ClientOptions {
             // Zero or negative counts give a client without devices.
             if name == "cpu_device_count" && matches!(value, NamedValue::Int64(count) if *count < 1) {
                 return invalid(format!("cpu_device_count must be at least 1, got {value}"));
+            }
+            // XLA starts threads per device: many thousands take minutes and gigabytes to create.
+            if name == "cpu_device_count"
+                && matches!(value, NamedValue::Int64(count) if *count > MAX_CPU_DEVICES)
+            {
+                return invalid(format!("cpu_device_count must be at most {MAX_CPU_DEVICES}, got {value}"));
             }
         }
         if plugin_name == "cpu" {

@@ -39,7 +39,7 @@ mod named_value;
 mod plugin;
 
 pub use buffer::Buffer;
-pub use client::{Client, ClientOptions};
+pub use client::{Client, ClientOptions, MAX_CPU_DEVICES};
 pub use compile_cache::{CacheStats, CompileCache};
 pub use compile_options::{CompileOptions, OptionOverride};
 pub use device::{Device, MemoryStats};

@@ -97,6 +97,18 @@ pub struct OptimizerBenchReport {
 }
 
 /// K tensor shapes totalling `params` elements (2-D where the size allows).
+/// Upper bounds of `bench optimizer`'s counts (the graph grows with the tensors).
+const MAX_BENCH_TENSORS: u64 = 65_536;
+const MAX_BENCH_STEPS: usize = 1_000_000;
+
+/// `MemAvailable` of `/proc/meminfo`, in bytes (`None` where there is no such file).
+fn available_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|line| line.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
 fn tensor_dims(params: u64, tensors: u64) -> Vec<Vec<i64>> {
     let base = params / tensors;
     (0..tensors)
@@ -116,6 +128,25 @@ pub fn optimizer(args: &OptimizerBenchArgs) -> Result<OptimizerBenchReport> {
         return Err(TrainerError::Other(
             "--params, --tensors and --steps must be positive, tensors <= params".into(),
         ));
+    }
+    if args.tensors > MAX_BENCH_TENSORS || args.steps > MAX_BENCH_STEPS {
+        return Err(TrainerError::Other(format!(
+            "--tensors must be at most {MAX_BENCH_TENSORS} and --steps at most {MAX_BENCH_STEPS}"
+        )));
+    }
+    // Parameters, gradients and up to two moments live in host memory (the CPU plugin's device
+    // memory is host memory too), plus what the update writes: refuse what cannot fit.
+    let needed = args.params.saturating_mul(4 * 5);
+    if let Some(available) = available_memory() {
+        if needed > available {
+            return Err(TrainerError::Other(format!(
+                "--params {} needs about {:.1} GB (parameters, gradients, state and their updates), \
+                 more than the {:.1} GB of memory available",
+                args.params,
+                needed as f64 / 1e9,
+                available as f64 / 1e9
+            )));
+        }
     }
     let warmup = 3;
     let (config, optimizer) = load_optimizer(&args.optimizer, (args.steps + warmup) as u64)?;

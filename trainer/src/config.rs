@@ -181,6 +181,12 @@ pub enum HyperparameterSource {
     Graph,
 }
 
+/// The largest model size (`hidden_dim`, `seq_len`, ...) and batch a config may give (2^32).
+const MAX_DIMENSION: i64 = 1 << 32;
+
+/// The longest run `trainer.num_train_steps` may ask for (2^53: exact in f64).
+const MAX_TRAIN_STEPS: u64 = 1 << 53;
+
 /// How training runs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -461,6 +467,11 @@ impl JobConfig {
             if value < 1 {
                 return Err(self.error(path, format!("must be at least 1, got {value}")));
             }
+            // Sizes are multiplied together (and by one more for shifted tokens) in i64; a model
+            // too large to hold is refused when its graph is built.
+            if value > MAX_DIMENSION {
+                return Err(self.error(path, format!("must be at most {MAX_DIMENSION}, got {value}")));
+            }
         }
         if m.hidden_dim % m.num_heads != 0 {
             return Err(self.error(
@@ -496,6 +507,10 @@ impl JobConfig {
         if self.trainer.num_train_steps == 0 {
             return Err(self.error("trainer.num_train_steps", "must be at least 1"));
         }
+        // Step counts are i64 in the graph (and exact in the f64 schedules).
+        if self.trainer.num_train_steps > MAX_TRAIN_STEPS {
+            return Err(self.error("trainer.num_train_steps", format!("must be at most {MAX_TRAIN_STEPS}")));
+        }
         if self.trainer.per_device_parallelism == 0 || self.trainer.per_device_parallelism < -1 {
             return Err(self.error("trainer.per_device_parallelism", "must be -1 or at least 1"));
         }
@@ -521,10 +536,23 @@ impl JobConfig {
         if !(checkpointer.save_interval_minutes >= 0.0 && checkpointer.save_interval_minutes.is_finite()) {
             return Err(self.error("trainer.checkpointer.save_interval_minutes", "must be a number >= 0"));
         }
-        if self.trainer.z_loss_weight < 0.0 {
-            return Err(self.error("trainer.z_loss_weight", "must be >= 0"));
+        if !(self.trainer.z_loss_weight >= 0.0 && self.trainer.z_loss_weight.is_finite()) {
+            return Err(self.error("trainer.z_loss_weight", "must be a number >= 0"));
+        }
+        if let Some(flops) = self.trainer.device_flops {
+            if !(flops > 0.0 && flops.is_finite()) {
+                return Err(self.error("trainer.device_flops", format!("must be a number > 0, got {flops}")));
+            }
         }
         let runtime = &self.trainer.runtime;
+        if let Some(count) = runtime.cpu_device_count {
+            if count == 0 || count as i64 > sirocco::pjrt::MAX_CPU_DEVICES {
+                return Err(self.error(
+                    "trainer.runtime.cpu_device_count",
+                    format!("must be in 1..={}, got {count}", sirocco::pjrt::MAX_CPU_DEVICES),
+                ));
+            }
+        }
         if matches!(runtime.plugin.as_str(), "cuda" | "tpu") && runtime.cpu_device_count.is_some() {
             return Err(self.error(
                 "trainer.runtime.cpu_device_count",
@@ -594,6 +622,23 @@ mod tests {
         assert_eq!(config.model.num_layers, 2);
         assert_eq!(config.model.hidden_dim, 768);
         assert_eq!(config.data.tokenizer, "byte");
+    }
+
+    #[test]
+    fn out_of_range_numbers_are_named() {
+        let cases = [
+            ("trainer.z_loss_weight=.nan", "trainer.z_loss_weight"),
+            ("trainer.device_flops=-1", "trainer.device_flops"),
+            ("trainer.runtime.cpu_device_count=0", "trainer.runtime.cpu_device_count"),
+            ("trainer.runtime.cpu_device_count=100000", "trainer.runtime.cpu_device_count"),
+            ("trainer.num_train_steps=18446744073709551615", "trainer.num_train_steps"),
+            ("model.seq_len=9223372036854775807", "model.seq_len"),
+            ("model.hidden_dim=36028797018963968", "model.hidden_dim"),
+        ];
+        for (set, path) in cases {
+            let error = JobConfig::from_yaml_str(MINIMAL, "job.yaml", &[set.into()]).unwrap_err();
+            assert!(error.to_string().starts_with(&format!("job.yaml: {path}: ")), "{set}: {error}");
+        }
     }
 
     #[test]

@@ -70,12 +70,61 @@ pub fn load_optimizer(path: &Path, steps: u64) -> Result<(OptimizerConfig, Optim
     Ok((config, optimizer))
 }
 
+/// Every tensor of a replay input is `params/<name>` or `grads/<k>/<name>` of one of those
+/// parameters, and the last step asked for has its gradients (checked before anything is sized
+/// by `--steps`). Non-finite values are reported, not refused: replaying a bad step is how
+/// `apply_if_finite` and `skip_bad_steps` are checked.
+fn check_replay_names(
+    args: &ReplayArgs,
+    input: &[(String, HostTensor)],
+    params: &[(String, HostTensor)],
+) -> Result<()> {
+    let is_param = |name: &str| params.iter().any(|(param, _)| param == name);
+    for (name, tensor) in input {
+        if let Some(rest) = name.strip_prefix("grads/") {
+            let (step, param) = rest.split_once('/').unwrap_or((rest, ""));
+            if step.parse::<usize>().is_err() || !is_param(param) {
+                return Err(TrainerError::tensors(
+                    &args.input,
+                    format!("`{name}` is not `grads/<k>/<name>` of a parameter `params/<name>`"),
+                ));
+            }
+        } else if !name.starts_with("params/") {
+            return Err(TrainerError::tensors(
+                &args.input,
+                format!(
+                    "unexpected tensor `{name}`: a replay input holds `params/<name>` and `grads/<k>/<name>`"
+                ),
+            ));
+        }
+        if tensor.dtype().is_float() {
+            if let Some(index) = tensor.to_f64_vec().iter().position(|value| !value.is_finite()) {
+                tracing::warn!(
+                    "{}: `{name}` holds a non-finite value at flat index {index}",
+                    args.input.display()
+                );
+            }
+        }
+    }
+    let last = format!("grads/{}/{}", args.steps - 1, params[0].0);
+    if !input.iter().any(|(name, _)| *name == last) {
+        return Err(TrainerError::tensors(
+            &args.input,
+            format!(
+                "missing tensor `{last}`: --steps {} needs gradients for steps 0..{}",
+                args.steps,
+                args.steps - 1
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Runs the replay; returns the number of parameters and steps done.
 pub fn replay(args: &ReplayArgs) -> Result<(usize, usize)> {
     if args.steps == 0 {
         return Err(TrainerError::Other("--steps must be at least 1".into()));
     }
-    let (_, optimizer) = load_optimizer(&args.optimizer, args.steps as u64)?;
     let input = tensors::read(&args.input)?;
     let params: Vec<(String, HostTensor)> = input
         .iter()
@@ -84,6 +133,8 @@ pub fn replay(args: &ReplayArgs) -> Result<(usize, usize)> {
     if params.is_empty() {
         return Err(TrainerError::tensors(&args.input, "holds no `params/<name>` tensors"));
     }
+    check_replay_names(args, &input, &params)?;
+    let (_, optimizer) = load_optimizer(&args.optimizer, args.steps as u64)?;
     let gradient = |step: usize, name: &str, like: &HostTensor| -> Result<HostTensor> {
         let key = format!("grads/{step}/{name}");
         let tensor = input

@@ -18,6 +18,8 @@ pub const END_OF_TEXT: &str = "<|endoftext|>";
 
 /// The 256 byte symbols and the end-of-text token.
 const MIN_VOCAB_SIZE: usize = 257;
+/// Token ids are stored in at most 32 bits; past a few million, a BPE vocabulary is a mistake.
+const MAX_VOCAB_SIZE: usize = 1 << 24;
 
 /// Arguments of `sirocco tokenizer train`.
 #[derive(Debug, Clone, clap::Args)]
@@ -63,6 +65,12 @@ pub fn train(args: &TrainTokenizerArgs) -> Result<TrainedTokenizer> {
     if args.vocab_size < MIN_VOCAB_SIZE {
         return Err(TrainerError::Other(format!(
             "--vocab-size must be at least {MIN_VOCAB_SIZE} (256 byte symbols and {END_OF_TEXT}), got {}",
+            args.vocab_size
+        )));
+    }
+    if args.vocab_size > MAX_VOCAB_SIZE {
+        return Err(TrainerError::Other(format!(
+            "--vocab-size must be at most {MAX_VOCAB_SIZE}, got {}",
             args.vocab_size
         )));
     }

@@ -50,3 +50,22 @@ fn lists_every_type_with_its_fields_and_defaults() {
     assert_eq!(adafactor["multiply_by_parameter_scale"], "true");
     assert_eq!(adafactor["beta1"], "null");
 }
+
+#[test]
+fn bench_optimizer_refuses_sizes_it_cannot_hold() {
+    let optimizer = concat!(env!("CARGO_MANIFEST_DIR"), "/../configs/optimizers/adamax.yaml");
+    for (params, tensors, steps, says) in [
+        ("10000000000000", "1", "1", "GB of memory available"),
+        ("1000000", "1000000", "1", "--tensors must be at most 65536"),
+        ("100", "1", "18446744073709551615", "--steps at most 1000000"),
+    ] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_sirocco"))
+            .args(["bench", "optimizer", "--optimizer", optimizer, "--params", params])
+            .args(["--tensors", tensors, "--steps", steps])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains(says) && !stderr.contains("panicked"), "{stderr}");
+    }
+}

@@ -113,6 +113,11 @@ fn sirocco_tokenizer_train_end_to_end() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("--vocab-size must be at least 257"), "{stderr}");
+    // A size no trainer could allocate is refused, not attempted.
+    let output = sirocco_tokenizer_train(&input, 100_000_000_000, &unwritten);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("--vocab-size must be at most 16777216"), "{stderr}");
 
     let bad = directory.path().join("bad.jsonl");
     std::fs::write(&bad, "{\"text\": \"fine\"}\n{\"txt\": \"typo\"}\n").unwrap();

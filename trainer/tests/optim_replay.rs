@@ -161,3 +161,24 @@ fn zero_steps_is_refused() {
     let stderr = fails(&case, 0);
     assert!(stderr.contains("--steps"), "{stderr}");
 }
+
+#[test]
+fn more_steps_than_recorded_is_refused_before_anything_is_sized() {
+    let case = Case::new(ADAMAX, &golden_input(STEPS));
+    let stderr = fails(&case, STEPS + 1);
+    assert!(stderr.contains(&format!("grads/{STEPS}/")) && stderr.contains("in.safetensors"), "{stderr}");
+    // Far more than could be allocated: the same error, no abort.
+    let stderr = fails(&case, 1 << 62);
+    assert!(stderr.contains(&format!("grads/{}/", (1usize << 62) - 1)), "{stderr}");
+}
+
+#[test]
+fn tensors_that_are_neither_parameters_nor_their_gradients_are_named() {
+    for stray in ["grads/0/mlp.nothing", "grads/first/mlp.bias", "other/x"] {
+        let mut input = golden_input(STEPS);
+        input.push((stray.to_string(), f32_tensor(&[1], &[0.0])));
+        let case = Case::new(ADAMAX, &input);
+        let stderr = fails(&case, STEPS);
+        assert!(stderr.contains(stray) && stderr.contains("in.safetensors"), "{stray}: {stderr}");
+    }
+}

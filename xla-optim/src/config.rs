@@ -90,7 +90,7 @@ pub const LR_SCHEDULES: [&str; 5] = ["constant", "cosine", "linear", "inv_sqrt",
 
 /// Levanter's `_convert_frac_or_steps`: a fraction of `total` when <= 1, whole steps when > 1.
 pub fn fraction_or_steps(value: f64, total: i64, path: &str) -> Result<i64> {
-    if value < 0.0 || (value > 1.0 && value.fract() != 0.0) {
+    if value.is_nan() || value < 0.0 || (value > 1.0 && value.fract() != 0.0) {
         return Err(OptimError::config(
             path,
             format!("{value} is neither a fraction in [0, 1] nor a whole number of steps"),
@@ -104,16 +104,16 @@ impl BaseConfig {
     /// the optimizer (`optimizer`).
     pub fn validate(&self, num_train_steps: u64, path: &str) -> Result<()> {
         let field = |name: &str| format!("{path}.{name}");
-        if self.learning_rate.is_nan() || self.learning_rate < 0.0 {
+        if !(self.learning_rate >= 0.0 && self.learning_rate.is_finite()) {
             return Err(OptimError::config(
                 field("learning_rate"),
-                format!("must be >= 0, got {}", self.learning_rate),
+                format!("must be a number >= 0, got {}", self.learning_rate),
             ));
         }
-        if self.weight_decay.is_nan() || self.weight_decay < 0.0 {
+        if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
             return Err(OptimError::config(
                 field("weight_decay"),
-                format!("must be >= 0, got {}", self.weight_decay),
+                format!("must be a number >= 0, got {}", self.weight_decay),
             ));
         }
         if !(0.0..=1.0).contains(&self.min_lr_ratio) {
@@ -195,8 +195,9 @@ impl BaseConfig {
             points.push(total);
         }
         if points.windows(2).any(|pair| pair[0] >= pair[1]) || points.last() != Some(&total) {
+            let field = if self.haps.is_some() { "haps" } else { "cycles" };
             return Err(OptimError::config(
-                format!("{path}.cycles"),
+                format!("{path}.{field}"),
                 format!("cycle end points {points:?} must increase and end at the run's {total} steps"),
             ));
         }
@@ -205,11 +206,23 @@ impl BaseConfig {
 
     /// The learning-rate schedule for a run of `num_train_steps` (Levanter's `lr_scheduler`).
     pub fn learning_rate_schedule(&self, num_train_steps: u64, path: &str) -> Result<Schedule> {
-        let steps = num_train_steps as i64;
+        let steps =
+            i64::try_from(num_train_steps).ok().filter(|&steps| steps <= 1 << 53).ok_or_else(|| {
+                OptimError::config(
+                    path,
+                    format!("a run of {num_train_steps} steps is longer than 2^53 steps"),
+                )
+            })?;
         let cooldown_steps = match self.cooldown {
             Some(cooldown) => fraction_or_steps(cooldown, steps, &format!("{path}.cooldown"))?,
             None => 0,
         };
+        if cooldown_steps >= steps && cooldown_steps > 0 {
+            return Err(OptimError::config(
+                format!("{path}.cooldown"),
+                format!("{cooldown_steps} steps of cooldown leave nothing of the run's {steps} steps"),
+            ));
+        }
         let main_steps = steps - cooldown_steps;
         let points = self.cycle_points(main_steps, path)?;
         let learning_rate = self.learning_rate;

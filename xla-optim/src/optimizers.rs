@@ -341,7 +341,10 @@ impl OptimizerType for AdafactorConfig {
     fn field_docs() -> &'static [(&'static str, &'static str)] {
         &[
             ("beta1", "momentum: an EMA of the scaled updates (optax's `momentum`); null disables"),
-            ("decay_rate", "second-moment decay exponent: rho_t = 1 - (t - decay_offset + 1)^-decay_rate"),
+            (
+                "decay_rate",
+                "second-moment decay exponent: rho = 1 - (k - decay_offset)^-decay_rate at the k-th update",
+            ),
             ("decay_offset", "step the second-moment decay schedule starts from (fine-tuning)"),
             ("epsilon", "added to g^2"),
             ("factored", "keep row and column second moments for large matrices"),

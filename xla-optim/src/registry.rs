@@ -365,11 +365,11 @@ pub fn check_beta(value: f64, path: &str, name: &str) -> Result<()> {
     }
 }
 
-/// Checks a value > 0.
+/// Checks a finite value > 0.
 pub fn check_positive(value: f64, path: &str, name: &str) -> Result<()> {
-    if value > 0.0 {
+    if value > 0.0 && value.is_finite() {
         Ok(())
     } else {
-        Err(OptimError::config(format!("{path}.{name}"), format!("must be > 0, got {value}")))
+        Err(OptimError::config(format!("{path}.{name}"), format!("must be a number > 0, got {value}")))
     }
 }

@@ -139,6 +139,15 @@ fn out_of_range_values_are_named_before_anything_compiles() {
         ("type: adam\ndecay: 2.5\n", "optimizer.decay"),
         ("type: adam\nwarmup: -0.1\n", "optimizer.warmup"),
         ("type: adam\ncycles: 0\n", "optimizer.cycles"),
+        // Non-finite values are refused, not run into NaN parameters.
+        ("type: adam\nlr: .inf\n", "optimizer.lr"),
+        ("type: adam\nweight_decay: .inf\n", "optimizer.weight_decay"),
+        ("type: adam\nepsilon: .inf\n", "optimizer.epsilon"),
+        ("type: adam\nwarmup: .nan\n", "optimizer.warmup"),
+        ("type: adam\ncycles: 2\nrewarmup: .nan\n", "optimizer.rewarmup"),
+        // The run is 100 steps: a longer cooldown and decreasing `haps` name their own fields.
+        ("type: adam\ncooldown: 100\n", "optimizer.cooldown"),
+        ("type: adam\nhaps: [50, 20]\n", "optimizer.haps"),
         (
             "type: adam\ndecoupled_weight_decay: true\nadamc_weight_decay: true\n",
             "optimizer.adamc_weight_decay",
