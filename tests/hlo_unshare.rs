@@ -71,3 +71,20 @@ fn fewer_than_two_elementwise_outputs_are_left_alone() {
     let text = b.build(&outputs).unwrap().to_stablehlo();
     assert!(!text.contains("optimization_barrier"), "{text}");
 }
+
+#[test]
+fn an_output_scaled_by_a_reduction_of_another_stays_shared() {
+    // Adafactor's shape: `p` is scaled by the RMS of `u`, computed from the new state `v`.
+    let b = Builder::new("entangled");
+    let g = b.param("g", DType::F32, &[N]);
+    let v = b.param("v", DType::F32, &[N]);
+    let p = b.param("p", DType::F32, &[N]);
+    let count = b.param("count", DType::F32, &[]);
+    let new_v = &(&v * 0.9) + &(&(&g * &g) * 0.1);
+    let u = &g / &new_v.sqrt();
+    let rms = (&u * &u).reduce_mean(&[0]).sqrt();
+    let new_p = &p - &(&u / &rms.broadcast_to(&[N]));
+    let outputs = unshare_elementwise(&[new_p, new_v, &count + 1.0]);
+    let text = b.build(&outputs).unwrap().to_stablehlo();
+    assert!(!text.contains("optimization_barrier"), "{text}");
+}

@@ -15,43 +15,127 @@
 //! (NaN, infinities and signed zeros included), so the results are bit for bit those of the
 //! shared computation.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
-use super::graph::{add_node, Value, ValueId};
+use super::graph::{add_node, Graph, Value, ValueId};
 use super::ops::misc::optimization_barrier;
 use crate::dtype::DType;
 
 /// The outputs, each rebuilt as its own elementwise computation from the non-elementwise
-/// values it depends on (see the module documentation). Values that are not elementwise
-/// results are returned as they are; so is everything when the graph has an error.
+/// values it depends on (see the module documentation). Left as they are: scalars and values
+/// that are not elementwise results; outputs computed from a reduction or broadcast of another
+/// output (Adafactor: its update is scaled by its own RMS, computed from the new second moment),
+/// with every output they share a computation with, since those cannot be one pass anyway and a
+/// copy would read state after it is overwritten; and everything when the graph has an error.
 pub fn unshare_elementwise(outputs: &[Value]) -> Vec<Value> {
     let Some(first) = outputs.first() else { return Vec::new() };
     let graph = first.graph.clone();
     if graph.borrow().error.is_some() {
         return outputs.to_vec();
     }
-    let elementwise = |value: &Value| {
-        value.same_graph(first) && graph.borrow().nodes[value.id.node as usize].op.is_elementwise()
+    let cones: Vec<Option<Cone>> = {
+        let graph = graph.borrow();
+        outputs
+            .iter()
+            .map(|output| {
+                // Scalars (a step count) are not worth a copy; a schedule computed from the new
+                // count is no reason to leave the tensors shared.
+                let copied = output.rank() > 0
+                    && output.same_graph(first)
+                    && graph.nodes[output.id.node as usize].op.is_elementwise();
+                copied.then(|| Cone::of(&graph, output))
+            })
+            .collect()
     };
-    let count = outputs.iter().filter(|value| elementwise(value)).count();
+    let entangled = entangled(&graph.borrow(), outputs, &cones);
+    let count =
+        cones.iter().zip(&entangled).filter(|(cone, &entangled)| cone.is_some() && !entangled).count();
     if count < 2 {
         return outputs.to_vec();
     }
     let one = first.builder().scalar(1.0f32);
-    let ones = optimization_barrier(&vec![one; count]);
-    let mut ones = ones.into_iter();
+    let mut ones = optimization_barrier(&vec![one; count]).into_iter();
     outputs
         .iter()
-        .map(|output| {
-            if !elementwise(output) {
+        .zip(cones.iter().zip(&entangled))
+        .map(|(output, (cone, &entangled))| {
+            if cone.is_none() || entangled {
                 return output.clone();
             }
-            let one = ones.next().expect("one `1.0` per elementwise output");
+            let one = ones.next().expect("one `1.0` per copied output");
             let mut copy = Copy { graph: &graph, dims: output.dims().to_vec(), one, built: HashMap::new() };
             copy.value(output)
         })
         .collect()
+}
+
+/// The elementwise nodes an output is computed by (of its shape), and the values they start from.
+struct Cone {
+    nodes: HashSet<u32>,
+    leaves: Vec<ValueId>,
+}
+
+impl Cone {
+    fn of(graph: &Graph, output: &Value) -> Cone {
+        let dims = output.dims();
+        let mut cone = Cone { nodes: HashSet::new(), leaves: Vec::new() };
+        let mut stack = vec![output.id];
+        while let Some(id) = stack.pop() {
+            let node = &graph.nodes[id.node as usize];
+            if node.op.is_elementwise() && graph.ty(id).dims.as_slice() == dims {
+                if cone.nodes.insert(id.node) {
+                    stack.extend(node.inputs.iter().copied());
+                }
+            } else {
+                cone.leaves.push(id);
+            }
+        }
+        cone
+    }
+}
+
+/// Which outputs to leave shared: those with a leaf computed from an output (a reduction of a
+/// value computed from new state must run between the state's update and this output's), and,
+/// transitively, every output whose computation overlaps theirs.
+fn entangled(graph: &Graph, outputs: &[Value], cones: &[Option<Cone>]) -> Vec<bool> {
+    let mut owners: HashMap<u32, Vec<usize>> = HashMap::new();
+    for (index, cone) in cones.iter().enumerate() {
+        for &node in cone.iter().flat_map(|cone| &cone.nodes) {
+            owners.entry(node).or_default().push(index);
+        }
+    }
+    let output_nodes: HashSet<u32> = outputs
+        .iter()
+        .zip(cones)
+        .filter(|(_, cone)| cone.is_some())
+        .map(|(output, _)| output.id.node)
+        .collect();
+    // Node order is a topological order: whether a node depends on an output is known from its
+    // inputs.
+    let mut reaches = vec![false; graph.nodes.len()];
+    for (index, node) in graph.nodes.iter().enumerate() {
+        reaches[index] = output_nodes.contains(&(index as u32))
+            || node.inputs.iter().any(|input| reaches[input.node as usize]);
+    }
+    let mut entangled: Vec<bool> = cones
+        .iter()
+        .map(|cone| {
+            cone.as_ref().is_some_and(|cone| cone.leaves.iter().any(|leaf| reaches[leaf.node as usize]))
+        })
+        .collect();
+    let mut queue: Vec<usize> = (0..cones.len()).filter(|&index| entangled[index]).collect();
+    while let Some(index) = queue.pop() {
+        for node in cones[index].iter().flat_map(|cone| &cone.nodes) {
+            for &other in &owners[node] {
+                if !entangled[other] {
+                    entangled[other] = true;
+                    queue.push(other);
+                }
+            }
+        }
+    }
+    entangled
 }
 
 /// One output's copy of its elementwise computation.
