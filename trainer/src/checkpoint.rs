@@ -169,7 +169,11 @@ impl Checkpointer {
             return Ok(None);
         }
         clean_up_after_crashes(base)?;
-        Ok(complete_checkpoints(base)?.pop().map(|(_, path)| path))
+        let StepEntries { mut complete, incomplete } = step_entries(base)?;
+        for (path, reason) in incomplete {
+            tracing::warn!("skipping {}: {reason}", path.display());
+        }
+        Ok(complete.pop().map(|(_, path)| path))
     }
 }
 
@@ -182,7 +186,8 @@ impl Drop for Checkpointer {
 }
 
 /// Reads and verifies the checkpoint in `dir`: every file present, sizes and sha256 as
-/// recorded in `metadata.json`, tensor files parsable.
+/// recorded in `metadata.json`, its step that of the directory's name (`step-N`, where it has
+/// one), tensor files parsable, every float finite.
 pub fn load(dir: &Path) -> Result<CheckpointContents> {
     let metadata_path = dir.join(METADATA_FILE);
     let metadata_bytes = std::fs::read(&metadata_path).map_err(|error| match error.kind() {
@@ -209,17 +214,54 @@ pub fn load(dir: &Path) -> Result<CheckpointContents> {
     }
     let metadata: Metadata = serde_json::from_value(metadata_json)
         .map_err(|error| TrainerError::checkpoint(&metadata_path, format!("malformed: {error}")))?;
+    let named_step =
+        dir.file_name().and_then(|name| name.to_str()?.strip_prefix(STEP_PREFIX)?.parse::<u64>().ok());
+    if let Some(named_step) = named_step.filter(|&named| named != metadata.step) {
+        return Err(TrainerError::checkpoint(
+            &metadata_path,
+            format!(
+                "step is {}, but the directory is the checkpoint of step {named_step} (was \
+                 metadata.json edited or copied from another checkpoint?)",
+                metadata.step
+            ),
+        ));
+    }
     let config = serde_yaml::from_str(&metadata.config).map_err(|error| {
         TrainerError::checkpoint(&metadata_path, format!("config is not valid YAML: {error}"))
     })?;
-    Ok(CheckpointContents {
+    let contents = CheckpointContents {
         step: metadata.step,
         params: read_verified(dir, PARAMS_FILE, &metadata)?,
         opt_state: read_verified(dir, OPT_STATE_FILE, &metadata)?,
         data_position: metadata.data_position,
         rng: metadata.rng,
         config,
-    })
+    };
+    check_finite_on_load(dir, &contents)?;
+    Ok(contents)
+}
+
+/// Refuses a checkpoint holding a NaN or an infinity (saves refuse them, so it was written by
+/// something else or damaged): resuming from it would fail later, blaming the next checkpoint.
+fn check_finite_on_load(dir: &Path, contents: &CheckpointContents) -> Result<()> {
+    for (file_name, group, tensors) in
+        [(PARAMS_FILE, "params", &contents.params), (OPT_STATE_FILE, "opt_state", &contents.opt_state)]
+    {
+        for (name, tensor) in tensors {
+            if let Some((index, value)) = first_non_finite(tensor) {
+                return Err(TrainerError::checkpoint(
+                    dir.join(file_name),
+                    format!(
+                        "{group} `{name}` holds {value} at flat index {index}; not resuming from step \
+                         {}: move {} aside to resume from the checkpoint before it",
+                        contents.step,
+                        dir.display()
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Checks that a loaded checkpoint holds exactly the tensors the run expects, with the same
@@ -367,7 +409,7 @@ fn write_checkpoint(base: &Path, contents: &CheckpointContents) -> Result<PathBu
     let _claim = InFlight::claim(&[&temporary, &replaced]);
     std::fs::create_dir_all(base).map_err(|error| TrainerError::io(base, error))?;
     if temporary.exists() {
-        remove_directory(&temporary)?;
+        remove_entry(&temporary)?;
     }
     std::fs::create_dir(&temporary).map_err(|error| TrainerError::io(&temporary, error))?;
     let written =
@@ -415,14 +457,14 @@ fn publish(base: &Path, temporary: &Path, replaced: &Path, step: u64) -> Result<
     let replacing = directory.exists();
     if replacing {
         if replaced.exists() {
-            remove_directory(replaced)?;
+            remove_entry(replaced)?;
         }
         std::fs::rename(&directory, replaced).map_err(|error| TrainerError::io(&directory, error))?;
     }
     std::fs::rename(temporary, &directory).map_err(|error| TrainerError::io(&directory, error))?;
     sync_directory(base)?;
     if replacing {
-        remove_directory(replaced)?;
+        remove_entry(replaced)?;
     }
     Ok(directory)
 }
@@ -436,28 +478,54 @@ fn prune(base: &Path, keep: usize, just_saved: &Path) -> Result<()> {
         let deleted = base.join(format!("{DELETED_PREFIX}{step}-{}", std::process::id()));
         let _claim = InFlight::claim(&[&deleted]);
         if deleted.exists() {
-            remove_directory(&deleted)?;
+            remove_entry(&deleted)?;
         }
         std::fs::rename(&directory, &deleted).map_err(|error| TrainerError::io(&directory, error))?;
-        remove_directory(&deleted)?;
+        remove_entry(&deleted)?;
         tracing::info!("deleted checkpoint {} (keep: {keep})", directory.display());
     }
     Ok(())
 }
 
+/// The `step-*` entries of a checkpoint directory.
+struct StepEntries {
+    /// Complete checkpoints (`step-N` directories holding `metadata.json`), oldest first.
+    complete: Vec<(u64, PathBuf)>,
+    /// The other `step-*` entries, with why each is not a checkpoint: [`Checkpointer::latest`]
+    /// skips them (a checkpoint damaged by hand must not stop a run that has an older good one)
+    /// but says so.
+    incomplete: Vec<(PathBuf, String)>,
+}
+
+fn step_entries(base: &Path) -> Result<StepEntries> {
+    let mut entries = StepEntries { complete: Vec::new(), incomplete: Vec::new() };
+    let listing = std::fs::read_dir(base).map_err(|error| TrainerError::io(base, error))?;
+    for entry in listing {
+        let entry = entry.map_err(|error| TrainerError::io(base, error))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(digits) = name.strip_prefix(STEP_PREFIX) else { continue };
+        let path = entry.path();
+        let problem = match digits.parse::<u64>() {
+            Err(_) => format!("`{digits}` is not a step number, so it is not a checkpoint"),
+            Ok(_) if !path.is_dir() => "not a directory, so not a checkpoint".into(),
+            Ok(_) if !path.join(METADATA_FILE).is_file() => {
+                format!("no {METADATA_FILE} in it, so not a complete checkpoint")
+            }
+            Ok(step) => {
+                entries.complete.push((step, path));
+                continue;
+            }
+        };
+        entries.incomplete.push((path, problem));
+    }
+    entries.complete.sort();
+    entries.incomplete.sort();
+    Ok(entries)
+}
+
 /// Complete checkpoints (`step-N` directories holding `metadata.json`), oldest first.
 fn complete_checkpoints(base: &Path) -> Result<Vec<(u64, PathBuf)>> {
-    let mut checkpoints = Vec::new();
-    for (name, path) in directory_entries(base)? {
-        let Some(step) = name.strip_prefix(STEP_PREFIX).and_then(|digits| digits.parse::<u64>().ok()) else {
-            continue;
-        };
-        if path.join(METADATA_FILE).is_file() {
-            checkpoints.push((step, path));
-        }
-    }
-    checkpoints.sort();
-    Ok(checkpoints)
+    Ok(step_entries(base)?.complete)
 }
 
 /// Removes what a crashed save or prune left behind, except what this process is writing, and
@@ -483,7 +551,7 @@ fn clean_up_after_crashes(base: &Path) -> Result<()> {
             }
         }
         tracing::warn!("removing {} left by an interrupted checkpoint save", path.display());
-        remove_directory(&path)?;
+        remove_entry(&path)?;
     }
     Ok(())
 }
@@ -530,8 +598,14 @@ fn sync_directory(directory: &Path) -> Result<()> {
     }
 }
 
-fn remove_directory(path: &Path) -> Result<()> {
-    std::fs::remove_dir_all(path).map_err(|error| TrainerError::io(path, error))
+/// Removes a directory tree, or a file where one stands in for a checkpoint directory (a
+/// `step-*` file a save replaces).
+fn remove_entry(path: &Path) -> Result<()> {
+    let removed = match std::fs::symlink_metadata(path) {
+        Ok(metadata) if metadata.is_dir() => std::fs::remove_dir_all(path),
+        _ => std::fs::remove_file(path),
+    };
+    removed.map_err(|error| TrainerError::io(path, error))
 }
 
 /// Reads `file_name` of the checkpoint in `dir`, checks its size and sha256 against the

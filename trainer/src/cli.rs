@@ -97,6 +97,46 @@ fn print_report<T: serde::Serialize + std::fmt::Display>(report: &T, json: bool)
     Ok(())
 }
 
+/// The line `sirocco train` prints when the run is over.
+fn summary_line(summary: &train::TrainSummary) -> String {
+    let outputs = summary.run_dir.display();
+    if summary.already_done {
+        let from = summary
+            .resumed_from
+            .as_ref()
+            .map_or(String::new(), |dir| format!(" (checkpoint {})", dir.display()));
+        return format!(
+            "already done at step {}{from}: nothing trained (raise trainer.num_train_steps to go on); outputs in {outputs}",
+            summary.steps_done
+        );
+    }
+    let loss = |loss: Option<f64>| loss.map_or("-".into(), |loss| format!("{loss:.4}"));
+    let mut line = format!(
+        "trained {} steps: loss {} -> {}",
+        summary.steps_done,
+        loss(summary.first_loss),
+        loss(summary.last_loss)
+    );
+    // The losses are those of steps whose update was applied: say so when some were not.
+    match (summary.skipped_steps, summary.last_loss) {
+        (0, _) => {}
+        (_, Some(_)) => line.push_str(" (last finite step)"),
+        (_, None) => line.push_str(" (no finite step)"),
+    }
+    line.push_str(&format!(
+        ", eval loss {}, {:.0} tokens/s",
+        loss(summary.last_eval_loss),
+        summary.tokens_per_second
+    ));
+    if summary.skipped_steps > 0 {
+        line.push_str(&format!(
+            ", {} of {} steps skipped (non-finite loss or gradients)",
+            summary.skipped_steps, summary.trained_steps
+        ));
+    }
+    format!("{line}; outputs in {outputs}")
+}
+
 fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
 }
@@ -105,15 +145,7 @@ fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Train(args) => {
             let summary = tokio_runtime()?.block_on(train::train(&args))?;
-            println!(
-                "trained {} steps: loss {} -> {}, eval loss {}, {:.0} tokens/s; outputs in {}",
-                summary.steps_done,
-                summary.first_loss.map_or("-".into(), |l| format!("{l:.4}")),
-                summary.last_loss.map_or("-".into(), |l| format!("{l:.4}")),
-                summary.last_eval_loss.map_or("-".into(), |l| format!("{l:.4}")),
-                summary.tokens_per_second,
-                summary.run_dir.display()
-            );
+            println!("{}", summary_line(&summary));
             if summary.stopped_early {
                 println!("stopped early on request; the checkpoint is saved and the run resumes from it");
             }

@@ -111,6 +111,19 @@ impl Progress {
         }
     }
 
+    /// Step `step` is done but its update was thrown away: `text` is logged as a warning (above
+    /// the bar on a terminal) and the step counts as done.
+    pub fn skipped(&mut self, step: u64, text: &str) {
+        self.last_step = self.last_step.max(step);
+        match &self.display {
+            Display::Bar(bar) => {
+                bar.set_position(step);
+                bar.suspend(|| tracing::warn!("{text}"));
+            }
+            Display::Log(_) => tracing::warn!("{text}"),
+        }
+    }
+
     /// The run stopped before its last step (a stop signal, a non-finite step).
     pub fn stopped(&mut self) {
         let text = format!(

@@ -4,7 +4,7 @@
 //! host, evals, checkpoints on a background thread, clean stop on SIGTERM/SIGINT.
 
 use std::collections::{HashMap, VecDeque};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -43,23 +43,40 @@ pub struct JobArgs {
 #[derive(Debug, Clone, Serialize)]
 pub struct TrainSummary {
     pub run_dir: PathBuf,
+    /// The step the run is at: the step it resumed from plus `trained_steps`.
     pub steps_done: u64,
+    /// Steps this call ran, skipped ones included.
+    pub trained_steps: u64,
+    /// The checkpoint the run resumed from, if any.
+    pub resumed_from: Option<PathBuf>,
+    /// The checkpoint was already at `trainer.num_train_steps` (or past it): nothing was trained.
+    pub already_done: bool,
+    /// The loss of the first step whose update was applied.
     pub first_loss: Option<f64>,
+    /// The loss of the last step whose update was applied: the last finite one.
     pub last_loss: Option<f64>,
     pub last_eval_loss: Option<f64>,
+    /// Steps whose update was thrown away for a non-finite loss or gradients
+    /// (`trainer.on_nan: skip`).
+    pub skipped_steps: u64,
     pub stopped_early: bool,
     pub tokens_per_second: f64,
 }
 
 impl TrainSummary {
-    /// A run in `run_dir` at step `steps_done`, nothing measured yet.
-    fn at(run_dir: PathBuf, steps_done: u64) -> TrainSummary {
+    /// A run in `run_dir` at step `steps_done`, resumed from the checkpoint `resumed_from`,
+    /// nothing measured yet.
+    fn at(run_dir: PathBuf, steps_done: u64, resumed_from: Option<PathBuf>) -> TrainSummary {
         TrainSummary {
             run_dir,
             steps_done,
+            trained_steps: 0,
+            resumed_from,
+            already_done: false,
             first_loss: None,
             last_loss: None,
             last_eval_loss: None,
+            skipped_steps: 0,
             stopped_early: false,
             tokens_per_second: 0.0,
         }
@@ -181,7 +198,8 @@ fn measure_peak_flops(session: &Session) -> Result<f64> {
 }
 
 /// Tokenizes (or reuses the cache of) the `train` or `validation` files and packs them; errors
-/// name the config field (`data.train_urls`) as well as the file.
+/// name the config field as well as the file: `data.cache_dir` for a file in the cache (or the
+/// cache directory itself), `data.train_urls` (or `data.validation_urls`) otherwise.
 fn open_split(session: &Session, split: &str) -> Result<Dataset> {
     let job = &session.job;
     let (urls, field) = if split == "train" {
@@ -191,7 +209,21 @@ fn open_split(session: &Session, split: &str) -> Result<Dataset> {
     };
     tokenize_split(&job.data, urls, split, &session.tokenizer)
         .and_then(|tokenized| Dataset::open(&tokenized, job.model.seq_len))
-        .map_err(|error| job.error(field, error.to_string()))
+        .map_err(|error| {
+            let in_cache = match &error {
+                TrainerError::Io { path, .. } | TrainerError::Data { path, .. } => {
+                    in_split_cache(path, &job.data.cache_dir, split)
+                }
+                _ => false,
+            };
+            job.error(if in_cache { "data.cache_dir" } else { field }, error.to_string())
+        })
+}
+
+/// Whether `path` is the cache directory of `split` (`cache_dir/<split>-<key>`) or inside it.
+fn in_split_cache(path: &Path, cache_dir: &Path, split: &str) -> bool {
+    let first = path.strip_prefix(cache_dir).ok().and_then(|rest| rest.components().next());
+    first.is_some_and(|name| name.as_os_str().to_string_lossy().starts_with(&format!("{split}-")))
 }
 
 /// Device arrays of the model state.
@@ -335,7 +367,8 @@ pub async fn train(args: &JobArgs) -> Result<TrainSummary> {
             resume.contents.step,
             trainer.num_train_steps
         );
-        return Ok(TrainSummary::at(run_dir, resume.contents.step));
+        let summary = TrainSummary::at(run_dir, resume.contents.step, Some(resume.dir.clone()));
+        return Ok(TrainSummary { already_done: true, ..summary });
     }
 
     // Programs.
@@ -363,7 +396,7 @@ pub async fn train(args: &JobArgs) -> Result<TrainSummary> {
     // Resume from the latest checkpoint, or initialize on the devices.
     let n_params = step.params.len();
     let n_state = step.state.len();
-    let resumed = resume.is_some();
+    let resumed_from = resume.as_ref().map(|resume| resume.dir.clone());
     let (mut state, start_step, position) = match resume {
         Some(Resume { dir, contents, position }) => {
             let params =
@@ -403,7 +436,7 @@ pub async fn train(args: &JobArgs) -> Result<TrainSummary> {
     let mut log = StepLog {
         tracker,
         progress: Progress::new(trainer.num_train_steps, start_step),
-        summary: TrainSummary::at(run_dir.clone(), start_step),
+        summary: TrainSummary::at(run_dir.clone(), start_step, resumed_from.clone()),
         throughput: Vec::new(),
         last_done: Instant::now(),
         recent_spans: VecDeque::with_capacity(STEP_TIME_WINDOW),
@@ -421,7 +454,7 @@ pub async fn train(args: &JobArgs) -> Result<TrainSummary> {
     let mut pending: Option<Pending> = None;
     let mut position_after = position;
     // The step of the newest checkpoint, so that none is written twice.
-    let mut saved_step = resumed.then_some(start_step);
+    let mut saved_step = resumed_from.is_some().then_some(start_step);
 
     let run_eval =
         |params: &[ShardedArray], tracker: &mut Tracker, step_number: u64| -> Result<Option<f64>> {
@@ -486,6 +519,7 @@ pub async fn train(args: &JobArgs) -> Result<TrainSummary> {
     }
     drop(prefetcher);
     log.summary.steps_done = step_number;
+    log.summary.trained_steps = step_number - start_step;
     log.summary.stopped_early = step_number < trainer.num_train_steps;
     if log.stop_at.is_none() {
         if !log.summary.stopped_early {
@@ -595,7 +629,9 @@ impl StepLog {
         ]);
         self.tracker.log(step, &values)?;
         if skipped {
-            self.progress.message(&format!("step {step}: non-finite loss or gradients; update skipped"));
+            self.summary.skipped_steps += 1;
+            self.progress
+                .skipped(step, &format!("step {step}: non-finite loss or gradients; update skipped"));
             if self.on_nan == NanPolicy::Stop {
                 self.stop_at.get_or_insert(step);
             }
@@ -725,6 +761,9 @@ impl std::fmt::Display for TrainBenchReport {
 /// Times the train step: compile, steps on a device-resident batch, steps fed by the
 /// prefetching pipeline. Uses random parameters; checkpoints and metrics are not touched.
 pub async fn benchmark(args: &TrainBenchArgs) -> Result<TrainBenchReport> {
+    if !(1..=100_000).contains(&args.steps) {
+        return Err(TrainerError::Other(format!("--steps must be in 1..=100000, got {}", args.steps)));
+    }
     let session = Session::open(&args.job.config, &args.job.overrides)?;
     let job = &session.job;
     let dataset = Arc::new(open_split(&session, "train")?);

@@ -265,6 +265,134 @@ fn an_unparsable_tensor_file_with_a_matching_digest_is_an_error() {
     assert!(error.contains("params.safetensors: not a valid safetensors file"), "{error}");
 }
 
+/// Replaces the tensors of `file_name` in the checkpoint `dir` and records the new file's sha256
+/// and size in its metadata.json, as a tool that edits checkpoints would.
+fn rewrite_tensors(dir: &Path, file_name: &str, tensors: &[(String, HostTensor)]) {
+    use sha2::Digest as _;
+    let bytes = trainer::tensors::to_bytes(tensors, None).unwrap();
+    std::fs::write(dir.join(file_name), &bytes).unwrap();
+    let metadata_path = dir.join("metadata.json");
+    let mut metadata: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&metadata_path).unwrap()).unwrap();
+    metadata["files"][file_name] =
+        json!({ "sha256": format!("{:x}", sha2::Sha256::digest(&bytes)), "size": bytes.len() });
+    std::fs::write(&metadata_path, serde_json::to_vec(&metadata).unwrap()).unwrap();
+}
+
+#[test]
+fn loading_nan_or_infinite_values_is_an_error_naming_the_checkpoint_and_tensor() {
+    let base = tempfile::tempdir().unwrap();
+    let dir = saved_checkpoint(base.path());
+    let mut params = contents(1).params;
+    params[1].1 = HostTensor::from_slice(&[3], &[bf16::ONE, bf16::ONE, bf16::NAN]).unwrap();
+    rewrite_tensors(&dir, "params.safetensors", &params);
+    let error = load_error(&dir);
+    let expected = format!(
+        "{}: params `norm` holds NaN at flat index 2; not resuming from step 1",
+        dir.join("params.safetensors").display()
+    );
+    assert!(error.starts_with(&expected), "{error}");
+    assert!(error.contains(&format!("move {} aside", dir.display())), "{error}");
+
+    rewrite_tensors(&dir, "params.safetensors", &contents(1).params);
+    let mut opt_state = contents(1).opt_state;
+    opt_state[1].1 = HostTensor::from_slice(&[2], &[0.0f32, f32::INFINITY]).unwrap();
+    rewrite_tensors(&dir, "opt_state.safetensors", &opt_state);
+    let error = load_error(&dir);
+    assert!(
+        error.contains("opt_state.safetensors: opt_state `mu/embed` holds inf at flat index 1"),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_metadata_step_other_than_the_directory_step_is_an_error() {
+    let base = tempfile::tempdir().unwrap();
+    let dir = saved_checkpoint(base.path());
+    let metadata_path = dir.join("metadata.json");
+    let metadata = std::fs::read_to_string(&metadata_path).unwrap();
+    std::fs::write(&metadata_path, metadata.replace("\"step\": 1,", "\"step\": 999,")).unwrap();
+    let error = load_error(&dir);
+    assert_eq!(
+        error,
+        format!(
+            "{}: step is 999, but the directory is the checkpoint of step 1 (was metadata.json \
+             edited or copied from another checkpoint?)",
+            metadata_path.display()
+        )
+    );
+
+    // A checkpoint copied under another name is read as it is.
+    let copy = base.path().join("kept");
+    std::fs::create_dir(&copy).unwrap();
+    for file in ["metadata.json", "params.safetensors", "opt_state.safetensors"] {
+        std::fs::copy(dir.join(file), copy.join(file)).unwrap();
+    }
+    assert_eq!(load(&copy).unwrap().step, 999);
+}
+
+/// Collects what a `tracing` subscriber writes.
+#[derive(Clone, Default)]
+struct CapturedLog(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for CapturedLog {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Runs `run` with its log captured; returns its result and the log.
+fn with_captured_log<T>(run: impl FnOnce() -> T) -> (T, String) {
+    let captured = CapturedLog::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish();
+    let result = tracing::subscriber::with_default(subscriber, run);
+    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    (result, log)
+}
+
+#[test]
+fn incomplete_step_entries_are_skipped_with_a_warning_naming_them() {
+    let base = tempfile::tempdir().unwrap();
+    let base = base.path();
+    let mut checkpointer = Checkpointer::new(&config(base, 5));
+    checkpointer.save(&contents(1)).unwrap();
+    checkpointer.save(&contents(2)).unwrap();
+    // The newest has lost its metadata.json; a step name that is a file; one that is no step.
+    checkpointer.save(&contents(3)).unwrap();
+    std::fs::remove_file(step_dir(base, 3).join("metadata.json")).unwrap();
+    std::fs::write(step_dir(base, 4), b"not a checkpoint").unwrap();
+    std::fs::create_dir(base.join("step-best")).unwrap();
+
+    let (latest, log) = with_captured_log(|| checkpointer.latest().unwrap());
+    assert_eq!(latest, Some(step_dir(base, 2)));
+    for expected in [
+        format!(
+            "skipping {}: no metadata.json in it, so not a complete checkpoint",
+            step_dir(base, 3).display()
+        ),
+        format!("skipping {}: not a directory, so not a checkpoint", step_dir(base, 4).display()),
+        format!("skipping {}: `best` is not a step number", base.join("step-best").display()),
+    ] {
+        let line = log.lines().find(|line| line.contains(&expected));
+        assert!(line.is_some_and(|line| line.contains("WARN")), "no WARN {expected:?} in\n{log}");
+    }
+    assert_is_contents_of_step(&step_dir(base, 2), 2);
+
+    // Saves of those steps replace them, the file included.
+    checkpointer.save(&contents(3)).unwrap();
+    checkpointer.save(&contents(4)).unwrap();
+    assert_is_contents_of_step(&step_dir(base, 4), 4);
+    assert_eq!(
+        directory_names(base),
+        ["step-00000001", "step-00000002", "step-00000003", "step-00000004", "step-best"]
+    );
+}
+
 #[test]
 fn check_compatible_names_every_mismatch() {
     let loaded = contents(7);

@@ -69,3 +69,15 @@ fn bench_optimizer_refuses_sizes_it_cannot_hold() {
         assert!(stderr.contains(says) && !stderr.contains("panicked"), "{stderr}");
     }
 }
+
+#[test]
+fn bench_train_refuses_zero_steps() {
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/../configs/quickstart.yaml");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_sirocco"))
+        .args(["bench", "train", "--config", config, "--steps", "0"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("--steps must be in 1..=100000") && !stderr.contains("panicked"), "{stderr}");
+}

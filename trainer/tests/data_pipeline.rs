@@ -259,3 +259,56 @@ fn batches_come_from_the_cached_tokens() {
     let error = tokenize_split(&config(root), &[], "validation", &tokenizer).unwrap_err().to_string();
     assert!(error.starts_with("data.validation_urls: "), "{error}");
 }
+
+#[test]
+fn a_corrupt_manifest_is_an_error_naming_it_before_anything_is_allocated() {
+    let directory = tempfile::tempdir().unwrap();
+    let root = directory.path();
+    numbered_corpus(root);
+    let urls = [root.join("corpus").display().to_string()];
+    let tokenizer = Tokenizer::load("byte").unwrap();
+    let split = tokenize_split(&config(root), &urls, "train", &tokenizer).unwrap();
+    let manifest_path = split.directory.join("manifest.json");
+    let original: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
+    // Edits manifest.json, then opens the split as a run would: the cache is reused as it is.
+    let open_edited = |edit: &dyn Fn(&mut serde_json::Value)| -> String {
+        let mut manifest = original.clone();
+        edit(&mut manifest);
+        std::fs::write(&manifest_path, serde_json::to_vec(&manifest).unwrap()).unwrap();
+        let reused = tokenize_split(&config(root), &urls, "train", &tokenizer).unwrap();
+        assert_eq!(reused.files_tokenized, 0);
+        Dataset::open(&reused, 16).unwrap_err().to_string()
+    };
+    let delete = format!("delete {} to tokenize again", split.directory.display());
+
+    // A total of 200 GB of tokens: an error, not an allocation that aborts the process.
+    let error = open_edited(&|manifest| manifest["num_tokens"] = 99_999_999_999u64.into());
+    let shard_tokens = original["num_tokens"].as_u64().unwrap();
+    assert_eq!(
+        error,
+        format!(
+            "{}: num_tokens is 99999999999, but its shards' counts add up to {shard_tokens}; {delete}",
+            manifest_path.display()
+        )
+    );
+    // The total and a shard's count changed together: the shard's size on disk disagrees.
+    let first_shard_tokens = original["shards"][0]["num_tokens"].as_u64().unwrap();
+    let error = open_edited(&|manifest| {
+        manifest["num_tokens"] = (shard_tokens - first_shard_tokens + 99_999_999_999).into();
+        manifest["shards"][0]["num_tokens"] = 99_999_999_999u64.into();
+    });
+    let shard = split.directory.join("shard-00000.bin");
+    assert!(error.starts_with(&format!("{}: holds ", shard.display())), "{error}");
+    assert!(error.contains("not the 99999999999 tokens of 2 bytes"), "{error}");
+    assert!(error.ends_with(&format!("that {} says; {delete}", manifest_path.display())), "{error}");
+    // Counts that overflow, and a token width the loader cannot read.
+    let error = open_edited(&|manifest| manifest["shards"][1]["num_tokens"] = u64::MAX.into());
+    assert!(error.contains("but its shards' counts add up to more than 2^64"), "{error}");
+    let error = open_edited(&|manifest| manifest["token_width"] = 3.into());
+    assert_eq!(error, format!("{}: token_width is 3, not 2 or 4; {delete}", manifest_path.display()));
+
+    std::fs::write(&manifest_path, serde_json::to_vec(&original).unwrap()).unwrap();
+    let reused = tokenize_split(&config(root), &urls, "train", &tokenizer).unwrap();
+    assert_eq!(Dataset::open(&reused, 16).unwrap().num_tokens(), shard_tokens);
+}

@@ -488,13 +488,26 @@ fn extending_a_finished_run_matches_an_uninterrupted_run_exactly() {
     let summary = runtime.block_on(train(&args)).unwrap_or_else(|error| panic!("{error}"));
     let reference = job.records("reference");
     let reference_losses = losses(&reference);
-    assert_eq!(summary.steps_done, 12);
-    assert!(!summary.stopped_early);
+    assert_eq!((summary.steps_done, summary.trained_steps, summary.skipped_steps), (12, 12, 0));
+    assert!(!summary.stopped_early && !summary.already_done && summary.resumed_from.is_none());
     assert_eq!(summary.first_loss, Some(reference_losses[0]));
     assert_eq!(summary.last_loss, Some(reference_losses[11]));
     assert_eq!(summary.last_eval_loss, number(eval_records(&reference)[0], "eval_loss"));
 
     job.train("extended", &with(&["trainer.num_train_steps=6"])).assert_success();
+    assert_eq!(job.checkpoint_steps("extended"), [6]);
+    // Run again as it was, or with fewer steps: nothing to train, and the summary says so.
+    for steps in ["trainer.num_train_steps=6", "trainer.num_train_steps=3"] {
+        let outcome = job.train("extended", &with(&[steps]));
+        outcome.assert_success();
+        let done = format!(
+            "already done at step 6 (checkpoint {}): nothing trained (raise trainer.num_train_steps to go on)",
+            job.checkpoint_dir("extended", 6).display()
+        );
+        assert!(outcome.stdout.starts_with(&done), "{steps}:\n{outcome}");
+        assert!(!outcome.stderr.contains("compiled"), "{steps}:\n{outcome}");
+    }
+    assert_steps(&train_records(&job.records("extended")), 1..=6);
     assert_eq!(job.checkpoint_steps("extended"), [6]);
     let outcome = job.train("extended", &with(&["trainer.num_train_steps=12"]));
     outcome.assert_success();
@@ -601,7 +614,21 @@ fn non_finite_steps_are_skipped_or_stop_the_run_and_no_checkpoint_holds_them() {
     let skipped: Vec<f64> = steps.iter().map(|record| number(record, "skipped").unwrap()).collect();
     assert_eq!(skipped, [0.0, 1.0, 1.0, 1.0, 1.0, 1.0], "{records:?}");
     assert!(number(steps[0], "loss").is_some_and(f64::is_finite));
-    assert!(outcome.stderr.contains("step 2: non-finite loss or gradients; update skipped"), "{outcome}");
+    for step in 2..=6 {
+        let warning = format!("step {step}: non-finite loss or gradients; update skipped");
+        let line = outcome.stderr.lines().find(|line| line.contains(&warning));
+        assert!(line.is_some_and(|line| line.contains("WARN")), "{warning}:\n{outcome}");
+    }
+    assert!(outcome.stderr.contains("finished at step 6/6"), "{outcome}");
+    // The summary shows the last finite loss as such, and counts the skipped steps.
+    let first_loss = number(steps[0], "loss").unwrap();
+    let summary =
+        format!("trained 6 steps: loss {first_loss:.4} -> {first_loss:.4} (last finite step), eval loss");
+    assert!(outcome.stdout.starts_with(&summary), "{summary}\n{outcome}");
+    assert!(
+        outcome.stdout.contains(", 5 of 6 steps skipped (non-finite loss or gradients); outputs in"),
+        "{outcome}"
+    );
     assert_eq!(job.checkpoint_steps("skip"), [1, 2, 3, 4, 5, 6]);
     let first = job.load_checkpoint("skip", 1);
     for step in 1..=6 {
@@ -632,6 +659,9 @@ fn bad_configs_are_errors_naming_the_file_and_field() {
     let missing = job.path("missing.txt");
     let missing_name = missing.display().to_string();
     let missing_urls = format!("data.train_urls=[{}]", yaml_path(&missing));
+    let cache_file = job.path("train.txt");
+    let cache_file_name = cache_file.display().to_string();
+    let cache_in_a_file = format!("data.cache_dir={}", yaml_path(&cache_file));
     let cases: Vec<(Vec<&str>, Vec<&str>)> = vec![
         (
             vec!["trainer.num_train_step=3"],
@@ -649,6 +679,7 @@ fn bad_configs_are_errors_naming_the_file_and_field() {
         (vec!["trainer.seed"], vec![&file, "trainer.seed", "section.field=value"]),
         (vec!["model.num_heads=5"], vec![&file, "model.num_heads", "must divide hidden_dim 32"]),
         (vec![&missing_urls], vec![&missing_name, "no such file"]),
+        (vec![&cache_in_a_file], vec![&file, "data.cache_dir: ", &cache_file_name, "Not a directory"]),
         (
             vec!["trainer.runtime.cpu_device_count=4", "trainer.mesh.model=3"],
             vec![&file, "trainer.mesh", "model = 3 does not divide the 4 devices"],

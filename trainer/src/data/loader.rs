@@ -10,7 +10,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use sirocco::HostTensor;
 
-use super::cache::TokenizedSplit;
+use super::cache::{Shard, TokenizedSplit};
 use crate::error::{Result, TrainerError};
 
 /// A split's tokens in memory, packed into sequences of `seq_len + 1` ids: sequence `k` covers
@@ -37,6 +37,7 @@ impl Dataset {
         let seq_len = u64::try_from(seq_len).ok().filter(|&length| length >= 1).ok_or_else(|| {
             TrainerError::Other(format!("split `{name}`: seq_len must be at least 1, got {seq_len}"))
         })?;
+        let total_bytes = checked_size(split)?;
         if manifest.num_tokens < seq_len + 1 {
             return Err(TrainerError::Other(format!(
                 "split `{name}` has {} tokens, fewer than seq_len + 1 = {}: add text or lower model.seq_len",
@@ -45,21 +46,18 @@ impl Dataset {
             )));
         }
         let token_width = manifest.token_width as usize;
-        let mut tokens = Vec::with_capacity(manifest.num_tokens as usize * token_width);
+        let mut tokens = Vec::new();
+        tokens.try_reserve_exact(total_bytes).map_err(|error| {
+            TrainerError::data(
+                &split.directory,
+                format!("cannot hold its {total_bytes} bytes of tokens in memory: {error}"),
+            )
+        })?;
         for shard in &manifest.shards {
             let path = split.directory.join(&shard.file);
             let bytes = std::fs::read(&path).map_err(|error| TrainerError::io(&path, error))?;
             if bytes.len() as u64 != shard.num_tokens * token_width as u64 {
-                return Err(TrainerError::data(
-                    &path,
-                    format!(
-                        "holds {} bytes, not the {} tokens of {token_width} bytes its marker says; \
-                         delete {} to tokenize again",
-                        bytes.len(),
-                        shard.num_tokens,
-                        split.directory.display()
-                    ),
-                ));
+                return Err(shard_size_error(split, shard, bytes.len() as u64));
             }
             tokens.extend_from_slice(&bytes);
         }
@@ -129,6 +127,61 @@ impl Dataset {
         HostTensor::from_slice(&[rows, self.seq_len as i64 + 1], &values)
             .expect("a batch's values fill its dims by construction")
     }
+}
+
+/// The bytes of tokens `split`'s shards hold, checked before anything is read or allocated: the
+/// manifest's token width is 2 or 4, its total is the sum of its shards' counts, and each shard
+/// file has the size its count promises. A corrupt manifest fails here instead of asking for an
+/// allocation of its made-up size.
+fn checked_size(split: &TokenizedSplit) -> Result<usize> {
+    let manifest = &split.manifest;
+    let manifest_path = split.directory.join("manifest.json");
+    let corrupt = |what: String| {
+        TrainerError::data(
+            &manifest_path,
+            format!("{what}; delete {} to tokenize again", split.directory.display()),
+        )
+    };
+    let token_width = u64::from(manifest.token_width);
+    if token_width != 2 && token_width != 4 {
+        return Err(corrupt(format!("token_width is {token_width}, not 2 or 4")));
+    }
+    let shard_tokens = manifest.shards.iter().try_fold(0u64, |sum, shard| sum.checked_add(shard.num_tokens));
+    if shard_tokens != Some(manifest.num_tokens) {
+        let shard_tokens = shard_tokens.map_or("more than 2^64".into(), |sum| sum.to_string());
+        return Err(corrupt(format!(
+            "num_tokens is {}, but its shards' counts add up to {shard_tokens}",
+            manifest.num_tokens
+        )));
+    }
+    for shard in &manifest.shards {
+        let path = split.directory.join(&shard.file);
+        let size = std::fs::metadata(&path).map_err(|error| TrainerError::io(&path, error))?.len();
+        if shard.num_tokens.checked_mul(token_width) != Some(size) {
+            return Err(shard_size_error(split, shard, size));
+        }
+    }
+    manifest
+        .num_tokens
+        .checked_mul(token_width)
+        .and_then(|bytes| usize::try_from(bytes).ok())
+        .ok_or_else(|| corrupt(format!("num_tokens {} does not fit in memory", manifest.num_tokens)))
+}
+
+/// A shard file whose size is not the one its entry in `manifest.json` promises: either may
+/// be the damaged one.
+fn shard_size_error(split: &TokenizedSplit, shard: &Shard, size: u64) -> TrainerError {
+    TrainerError::data(
+        split.directory.join(&shard.file),
+        format!(
+            "holds {size} bytes, not the {} tokens of {} bytes that {} says; delete {} to \
+             tokenize again",
+            shard.num_tokens,
+            split.manifest.token_width,
+            split.directory.join("manifest.json").display(),
+            split.directory.display()
+        ),
+    )
 }
 
 /// Where the batch stream stands: the next batch is batch `index` of epoch `epoch`. Saved with
