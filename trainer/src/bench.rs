@@ -281,7 +281,8 @@ impl std::fmt::Display for OptimizerBenchReport {
 /// Arguments of `sirocco bench emit`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct EmitBenchArgs {
-    /// Number of ops in the graph.
+    /// Size of the graph: --ops / 2 rounds of two elementwise ops, with their constants (the
+    /// report gives the exact count of live ops, about 1.25x this).
     #[arg(long, default_value_t = 100_000)]
     pub ops: usize,
     /// Print one JSON object instead of text.

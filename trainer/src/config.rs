@@ -339,13 +339,36 @@ fn check_fields<T: serde::de::DeserializeOwned + Serialize + Default>(
                 format!("unknown field; allowed: {}", allowed.join(", ")),
             ));
         }
-        let mut single = Mapping::new();
-        single.insert(key.clone(), value.clone());
-        if let Err(error) = serde_yaml::from_value::<T>(Yaml::Mapping(single)) {
-            return Err(config_error(file, format!("{path}.{name}"), error.to_string()));
+        if let Some((keys, message)) = failing_field::<T>(std::slice::from_ref(key), value) {
+            return Err(config_error(file, format!("{path}.{}", keys.join(".")), message));
         }
     }
     Ok(())
+}
+
+/// The deepest field at `keys` (a path into a `T`, ending at `value`) whose value alone does not
+/// deserialize, and the error: `trainer.mesh.data`, not `trainer.mesh`.
+fn failing_field<T: serde::de::DeserializeOwned>(
+    keys: &[Yaml],
+    value: &Yaml,
+) -> Option<(Vec<String>, String)> {
+    let wrapped = keys.iter().rev().fold(value.clone(), |inner, key| {
+        let mut mapping = Mapping::new();
+        mapping.insert(key.clone(), inner);
+        Yaml::Mapping(mapping)
+    });
+    let error = serde_yaml::from_value::<T>(wrapped).err()?;
+    if let Yaml::Mapping(fields) = value {
+        for (key, inner) in fields {
+            let deeper: Vec<Yaml> = keys.iter().cloned().chain([key.clone()]).collect();
+            if let Some(found) = failing_field::<T>(&deeper, inner) {
+                return Some(found);
+            }
+        }
+    }
+    let names =
+        keys.iter().map(|key| key.as_str().map_or_else(|| format!("{key:?}"), str::to_owned)).collect();
+    Some((names, error.to_string()))
 }
 
 /// Merges `layer` into `base`: mappings key by key (recursively), anything else replaced.
@@ -495,14 +518,14 @@ impl JobConfig {
                 self.error("model.num_kv_heads", "gpt2 has no grouped-query attention: set it to num_heads")
             );
         }
-        let positive_float = |value: f64| value > 0.0 && value.is_finite();
-        if !positive_float(m.layer_norm_epsilon)
-            || !positive_float(m.initializer_range)
-            || !positive_float(m.rope_theta)
-        {
-            return Err(
-                self.error("model", "layer_norm_epsilon, initializer_range and rope_theta must be > 0")
-            );
+        for (path, value) in [
+            ("model.layer_norm_epsilon", m.layer_norm_epsilon),
+            ("model.initializer_range", m.initializer_range),
+            ("model.rope_theta", m.rope_theta),
+        ] {
+            if !(value > 0.0 && value.is_finite()) {
+                return Err(self.error(path, format!("must be a number > 0, got {value}")));
+            }
         }
         if self.trainer.num_train_steps == 0 {
             return Err(self.error("trainer.num_train_steps", "must be at least 1"));
@@ -592,7 +615,7 @@ impl Precision {
             let (key, value) = part.split_once('=').ok_or_else(|| format!("`{part}` is not key=dtype"))?;
             let dtype = sirocco::DType::parse(value.trim())
                 .filter(|d| d.is_float())
-                .ok_or_else(|| format!("`{value}` is not a float dtype (f32, bfloat16, f16)"))?;
+                .ok_or_else(|| format!("`{value}` is not a float dtype (f32, bfloat16, f16, f64)"))?;
             match key.trim() {
                 "p" | "params" => precision.params = dtype,
                 "c" | "compute" => precision.compute = dtype,
@@ -634,6 +657,8 @@ mod tests {
             ("trainer.num_train_steps=18446744073709551615", "trainer.num_train_steps"),
             ("model.seq_len=9223372036854775807", "model.seq_len"),
             ("model.hidden_dim=36028797018963968", "model.hidden_dim"),
+            ("model.rope_theta=.inf", "model.rope_theta"),
+            ("model.layer_norm_epsilon=-1", "model.layer_norm_epsilon"),
         ];
         for (set, path) in cases {
             let error = JobConfig::from_yaml_str(MINIMAL, "job.yaml", &[set.into()]).unwrap_err();
@@ -656,7 +681,10 @@ mod tests {
         );
         let error =
             JobConfig::from_yaml_str(MINIMAL, "job.yaml", &["trainer.mesh.data=abc".into()]).unwrap_err();
-        assert!(error.to_string().starts_with("job.yaml: trainer.mesh: "), "{error}");
+        assert!(error.to_string().starts_with("job.yaml: trainer.mesh.data: invalid type"), "{error}");
+        let error =
+            JobConfig::from_yaml_str(MINIMAL, "job.yaml", &["trainer.runtime.gpu=1".into()]).unwrap_err();
+        assert!(error.to_string().starts_with("job.yaml: trainer.runtime.gpu: unknown field"), "{error}");
         let error = JobConfig::from_yaml_str(MINIMAL, "job.yaml", &["model.num_heads=5".into()]).unwrap_err();
         assert!(error.to_string().contains("model.num_heads: must divide hidden_dim 768"), "{error}");
         let error = JobConfig::from_yaml_str("datum: {}\n", "job.yaml", &[]).unwrap_err();

@@ -118,7 +118,7 @@ impl OptimizerType for SgdConfig {
 
 /// `skip_bad_steps`: false, true (a 128-step history) or the history length.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
+#[serde(untagged, expecting = "expected true, false or a history length in steps")]
 pub enum SkipBadSteps {
     Enabled(bool),
     History(i64),

@@ -148,6 +148,7 @@ fn out_of_range_values_are_named_before_anything_compiles() {
         // The run is 100 steps: a longer cooldown and decreasing `haps` name their own fields.
         ("type: adam\ncooldown: 100\n", "optimizer.cooldown"),
         ("type: adam\nhaps: [50, 20]\n", "optimizer.haps"),
+        ("type: adam\nskip_bad_steps: maybe\n", "optimizer.skip_bad_steps"),
         (
             "type: adam\ndecoupled_weight_decay: true\nadamc_weight_decay: true\n",
             "optimizer.adamc_weight_decay",
