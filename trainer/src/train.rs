@@ -117,10 +117,14 @@ impl Session {
         let precision =
             Precision::parse(&job.trainer.mp).map_err(|message| job.error("trainer.mp", message))?;
         let runtime = &job.trainer.runtime;
-        let plugin = Plugin::load(&runtime.plugin)?;
+        let plugin = Plugin::load(&runtime.plugin)
+            .map_err(|error| job.error("trainer.runtime.plugin", error.to_string()))?;
         let cache_dir = runtime.compile_cache.clone().unwrap_or_else(CompileCache::default_dir);
-        let client = Client::new(&plugin, &runtime.client_options())?
-            .with_compile_cache(CompileCache::new(cache_dir)?);
+        let compile_cache = CompileCache::new(cache_dir)
+            .map_err(|error| job.error("trainer.runtime.compile_cache", error.to_string()))?;
+        let client = Client::new(&plugin, &runtime.client_options())
+            .map_err(|error| job.error("trainer.runtime", error.to_string()))?
+            .with_compile_cache(compile_cache);
         let mesh = RunMesh::resolve(
             job.trainer.mesh.data,
             job.trainer.mesh.model,
@@ -197,9 +201,10 @@ fn measure_peak_flops(session: &Session) -> Result<f64> {
     Ok(2.0 * (m * k * n) as f64 / best)
 }
 
-/// Tokenizes (or reuses the cache of) the `train` or `validation` files and packs them; errors
-/// name the config field as well as the file: `data.cache_dir` for a file in the cache (or the
-/// cache directory itself), `data.train_urls` (or `data.validation_urls`) otherwise.
+/// Tokenizes (or reuses the cache of) the `train` or `validation` files and packs them, checking
+/// their ids against the model's vocabulary; errors name the config field as well as the file:
+/// `data.cache_dir` for a file in the cache (or the cache directory itself), `data.train_urls`
+/// (or `data.validation_urls`) otherwise.
 fn open_split(session: &Session, split: &str) -> Result<Dataset> {
     let job = &session.job;
     let (urls, field) = if split == "train" {
@@ -208,7 +213,9 @@ fn open_split(session: &Session, split: &str) -> Result<Dataset> {
         (&job.data.validation_urls, "data.validation_urls")
     };
     tokenize_split(&job.data, urls, split, &session.tokenizer)
-        .and_then(|tokenized| Dataset::open(&tokenized, job.model.seq_len))
+        .and_then(|tokenized| {
+            Dataset::open_for_model(&tokenized, job.model.seq_len, session.tokenizer.vocab_size())
+        })
         .map_err(|error| {
             let in_cache = match &error {
                 TrainerError::Io { path, .. } | TrainerError::Data { path, .. } => {
@@ -224,6 +231,21 @@ fn open_split(session: &Session, split: &str) -> Result<Dataset> {
 fn in_split_cache(path: &Path, cache_dir: &Path, split: &str) -> bool {
     let first = path.strip_prefix(cache_dir).ok().and_then(|rest| rest.components().next());
     first.is_some_and(|name| name.as_os_str().to_string_lossy().starts_with(&format!("{split}-")))
+}
+
+/// Creates the directory `path` (and its parents) that the config field `field` names; the
+/// error names the field.
+fn create_directory(job: &JobConfig, field: &str, path: &Path) -> Result<()> {
+    std::fs::create_dir_all(path).map_err(|error| {
+        let problem = if path.exists() && !path.is_dir() {
+            "exists and is not a directory".to_string()
+        } else if error.kind() == std::io::ErrorKind::NotADirectory {
+            format!("a parent directory is a file ({error})")
+        } else {
+            error.to_string()
+        };
+        job.error(field, format!("{}: {problem}", path.display()))
+    })
 }
 
 /// Device arrays of the model state.
@@ -300,7 +322,7 @@ struct Resume {
 
 /// Finds, verifies and checks the latest checkpoint before anything is compiled, so that a run
 /// which cannot resume fails at once.
-fn find_resume(checkpointer: &Checkpointer, step: &TrainStep) -> Result<Option<Resume>> {
+fn find_resume(job: &JobConfig, checkpointer: &Checkpointer, step: &TrainStep) -> Result<Option<Resume>> {
     let Some(dir) = checkpointer.latest()? else { return Ok(None) };
     let contents = checkpoint::load(&dir)?;
     let param_types: Vec<(String, TensorType)> =
@@ -311,7 +333,55 @@ fn find_resume(checkpointer: &Checkpointer, step: &TrainStep) -> Result<Option<R
         .map_err(|error| TrainerError::Other(format!("{}: {error}", dir.display())))?;
     let position: DataPosition = serde_json::from_value(contents.data_position.clone())
         .map_err(|error| TrainerError::Other(format!("{}: data position: {error}", dir.display())))?;
+    check_data_layout(job, &dir, &contents.config, position)?;
     Ok(Some(Resume { dir, contents, position }))
+}
+
+/// Refuses a checkpoint saved with another `trainer.train_batch_size` or `model.seq_len` (read
+/// from the config saved with it): its data position counts batches of that many sequences of
+/// that length, so in this run it would point at other data. (A `model.seq_len` that changes
+/// the parameters' shapes is also caught by [`checkpoint::check_compatible`].)
+fn check_data_layout(
+    job: &JobConfig,
+    dir: &Path,
+    saved_config: &serde_yaml::Value,
+    position: DataPosition,
+) -> Result<()> {
+    let fields = [
+        ("trainer", "train_batch_size", job.trainer.train_batch_size, "batches of that many sequences"),
+        ("model", "seq_len", job.model.seq_len, "sequences of that length"),
+    ];
+    for (section, name, current, unit) in fields {
+        let saved = saved_config.get(section).and_then(|fields| fields.get(name));
+        if saved.and_then(serde_yaml::Value::as_i64) == Some(current) {
+            continue;
+        }
+        let Some(saved) = saved else {
+            return Err(job.error(
+                format!("{section}.{name}"),
+                format!(
+                    "the config saved with the checkpoint {} has no {section}.{name}, so its data \
+                     position cannot be checked against this run's {current}; start a new run \
+                     (another trainer.run_dir or trainer.checkpointer.base_path)",
+                    dir.display()
+                ),
+            ));
+        };
+        let saved = serde_yaml::to_string(saved).unwrap_or_default().trim().to_string();
+        return Err(job.error(
+            format!("{section}.{name}"),
+            format!(
+                "is {current}, but the checkpoint {} was saved with {saved}: its data position \
+                 (epoch {}, batch {}) counts {unit}, so this run would resume on other data; set \
+                 it back to {saved} to resume, or start a new run (another trainer.run_dir or \
+                 trainer.checkpointer.base_path)",
+                dir.display(),
+                position.epoch,
+                position.index
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Puts checkpoint tensors on the devices as arguments `first..` of `program`, in the order of
@@ -342,7 +412,11 @@ pub async fn train(args: &JobArgs) -> Result<TrainSummary> {
     let job = &session.job;
     let trainer = &job.trainer;
     let run_dir = trainer.run_dir.clone();
-    std::fs::create_dir_all(&run_dir).map_err(|error| TrainerError::io(&run_dir, error))?;
+    create_directory(job, "trainer.run_dir", &run_dir)?;
+    // Created now, so that a path that cannot hold checkpoints fails before anything is
+    // compiled, naming its field, rather than at the first save.
+    let checkpoints = job.checkpointer();
+    create_directory(job, "trainer.checkpointer.base_path", &checkpoints.base_path)?;
 
     // Data: tokenized once into the cache, reused by later runs.
     let train_data = Arc::new(open_split(&session, "train")?);
@@ -357,9 +431,8 @@ pub async fn train(args: &JobArgs) -> Result<TrainSummary> {
 
     // The checkpoint to resume from, checked against the step's tensors (built, not compiled).
     let step = session.train_step()?;
-    let checkpoints = job.checkpointer();
     let mut checkpointer = Checkpointer::new(&checkpoints);
-    let resume = find_resume(&checkpointer, &step)?;
+    let resume = find_resume(job, &checkpointer, &step)?;
     if let Some(resume) = resume.as_ref().filter(|r| r.contents.step >= trainer.num_train_steps) {
         tracing::info!(
             "{} is at step {}: the run of {} steps is already done (raise trainer.num_train_steps to go on)",

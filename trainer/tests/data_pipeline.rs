@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use trainer::config::DataConfig;
 use trainer::data::{
-    resolve_files, tokenize_split, BatchIter, DataPosition, Dataset, DocumentReader, Tokenizer,
+    resolve_files, tokenize_split, BatchIter, DataPosition, Dataset, DocumentReader, TokenizedSplit,
+    Tokenizer,
 };
 
 fn write(path: &Path, text: &str) {
@@ -260,15 +261,22 @@ fn batches_come_from_the_cached_tokens() {
     assert!(error.starts_with("data.validation_urls: "), "{error}");
 }
 
-#[test]
-fn a_corrupt_manifest_is_an_error_naming_it_before_anything_is_allocated() {
-    let directory = tempfile::tempdir().unwrap();
-    let root = directory.path();
+/// The numbered corpus under `root`, tokenized by bytes as the train split: its urls, the
+/// tokenizer, the split and the path of its manifest.
+fn byte_split(root: &Path) -> ([String; 1], Tokenizer, TokenizedSplit, PathBuf) {
     numbered_corpus(root);
     let urls = [root.join("corpus").display().to_string()];
     let tokenizer = Tokenizer::load("byte").unwrap();
     let split = tokenize_split(&config(root), &urls, "train", &tokenizer).unwrap();
     let manifest_path = split.directory.join("manifest.json");
+    (urls, tokenizer, split, manifest_path)
+}
+
+#[test]
+fn a_corrupt_manifest_is_an_error_naming_it_before_anything_is_allocated() {
+    let directory = tempfile::tempdir().unwrap();
+    let root = directory.path();
+    let (urls, tokenizer, split, manifest_path) = byte_split(root);
     let original: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
     // Edits manifest.json, then opens the split as a run would: the cache is reused as it is.
@@ -311,4 +319,45 @@ fn a_corrupt_manifest_is_an_error_naming_it_before_anything_is_allocated() {
     std::fs::write(&manifest_path, serde_json::to_vec(&original).unwrap()).unwrap();
     let reused = tokenize_split(&config(root), &urls, "train", &tokenizer).unwrap();
     assert_eq!(Dataset::open(&reused, 16).unwrap().num_tokens(), shard_tokens);
+}
+
+#[test]
+fn ids_outside_the_vocabulary_are_errors_naming_the_manifest_or_shard() {
+    let directory = tempfile::tempdir().unwrap();
+    let root = directory.path();
+    let (_, _, split, manifest_path) = byte_split(root);
+    let delete = format!("delete {} to tokenize again", split.directory.display());
+    assert_eq!(Dataset::open_for_model(&split, 16, 257).unwrap().num_tokens(), split.manifest.num_tokens);
+
+    // A cache of a larger vocabulary than the model's (another tokenizer, or an edited manifest).
+    let error = Dataset::open_for_model(&split, 16, 100).unwrap_err().to_string();
+    assert!(error.starts_with(&format!("{}: vocab_size is 257, ", manifest_path.display())), "{error}");
+    assert!(error.contains("more than the model's vocab_size of 100 (the vocabulary of data.tokenizer)"));
+    assert!(error.ends_with(&delete), "{error}");
+
+    // An id at or above the manifest's vocabulary in the second shard (u16 ids, as byte ids fit).
+    let shard = split.directory.join("shard-00001.bin");
+    let mut bytes = std::fs::read(&shard).unwrap();
+    bytes[6..8].copy_from_slice(&0xffffu16.to_le_bytes());
+    std::fs::write(&shard, &bytes).unwrap();
+    for error in [
+        Dataset::open(&split, 16).unwrap_err().to_string(),
+        Dataset::open_for_model(&split, 16, 257).unwrap_err().to_string(),
+    ] {
+        assert_eq!(
+            error,
+            format!(
+                "{}: its token at index 3 is id 65535, outside the vocabulary of 257 ids that {} \
+                 records; the shard is corrupt: {delete}",
+                shard.display(),
+                manifest_path.display()
+            )
+        );
+    }
+    // The largest id of the vocabulary is fine: 256, the end of text.
+    bytes[6..8].copy_from_slice(&256u16.to_le_bytes());
+    std::fs::write(&shard, &bytes).unwrap();
+    assert!(Dataset::open_for_model(&split, 16, 257).is_ok());
+    // So is a model with a larger vocabulary than the cache's.
+    assert!(Dataset::open_for_model(&split, 16, 50_000).is_ok());
 }

@@ -662,6 +662,10 @@ fn bad_configs_are_errors_naming_the_file_and_field() {
     let cache_file = job.path("train.txt");
     let cache_file_name = cache_file.display().to_string();
     let cache_in_a_file = format!("data.cache_dir={}", yaml_path(&cache_file));
+    let run_dir_a_file = format!("trainer.run_dir={}", yaml_path(&cache_file));
+    let base_path_a_file = format!("trainer.checkpointer.base_path={}", yaml_path(&cache_file));
+    let base_path_in_a_file =
+        format!("trainer.checkpointer.base_path={}", yaml_path(&cache_file.join("checkpoints")));
     let cases: Vec<(Vec<&str>, Vec<&str>)> = vec![
         (
             vec!["trainer.num_train_step=3"],
@@ -691,6 +695,24 @@ fn bad_configs_are_errors_naming_the_file_and_field() {
         (
             vec!["trainer.runtime.cpu_device_count=3"],
             vec![&file, "trainer.train_batch_size", "not divisible by the 3 data devices"],
+        ),
+        (vec!["trainer.runtime.plugin=rocm"], vec![&file, "trainer.runtime.plugin: ", "`rocm` not found"]),
+        (
+            vec![&run_dir_a_file],
+            vec![&file, "trainer.run_dir: ", &cache_file_name, "exists and is not a directory"],
+        ),
+        (
+            vec![&base_path_a_file],
+            vec![
+                &file,
+                "trainer.checkpointer.base_path: ",
+                &cache_file_name,
+                "exists and is not a directory",
+            ],
+        ),
+        (
+            vec![&base_path_in_a_file],
+            vec![&file, "trainer.checkpointer.base_path: ", &cache_file_name, "a parent directory is a file"],
         ),
     ];
     for (overrides, expected) in &cases {
@@ -750,10 +772,43 @@ fn a_corrupt_or_mismatched_checkpoint_is_an_error_never_skipped() {
     assert!(!outcome.stderr.contains("compiled train step"), "{outcome}");
     assert_eq!(job.checkpoint_steps("run"), [2, 4]);
 
+    // Another batch size or sequence length fits the tensors, but the saved data position counts
+    // batches of the old ones: an error naming the field and both values, before compiling.
+    let file = job.config().display().to_string();
+    let checkpoint = job.checkpoint_dir("run", 4).display().to_string();
+    for (change, now, saved) in [
+        ("trainer.train_batch_size=4", "trainer.train_batch_size: is 4, but the checkpoint ", 8),
+        ("model.seq_len=16", "model.seq_len: is 16, but the checkpoint ", 32),
+    ] {
+        let outcome = job.train("run", &[&longer[..], &[change]].concat());
+        let saved_with = format!("{checkpoint} was saved with {saved}: its data position");
+        outcome.assert_error(&[&format!("{file}: {now}"), &saved_with, &format!("set it back to {saved}")]);
+        assert!(!outcome.stderr.contains("compiled train step"), "{outcome}");
+        assert_eq!(job.checkpoint_steps("run"), [2, 4]);
+    }
+
     // Untouched, it resumes.
     let outcome = job.train("run", &longer);
     outcome.assert_success();
     assert_steps(&train_records(&job.records("run")), 1..=8);
+
+    // A cached id outside the model's vocabulary is an error naming the shard, not an
+    // out-of-range embedding lookup.
+    let train_cache = std::fs::read_dir(job.path("tokenized"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .find(|path| path.file_name().unwrap().to_string_lossy().starts_with("train-"))
+        .unwrap();
+    let shard = train_cache.join("shard-00000.bin");
+    let mut tokens = std::fs::read(&shard).unwrap();
+    tokens[..2].copy_from_slice(&0xffffu16.to_le_bytes());
+    std::fs::write(&shard, &tokens).unwrap();
+    let further = ["trainer.num_train_steps=10", "trainer.checkpointer.save_interval_steps=2"];
+    job.train("run", &further).assert_error(&[
+        &format!("{file}: data.cache_dir: {}: ", shard.display()),
+        "its token at index 0 is id 65535, outside the vocabulary of 257 ids",
+    ]);
+    assert_eq!(job.checkpoint_steps("run"), [4, 6, 8]);
 }
 
 #[test]

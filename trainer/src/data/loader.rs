@@ -30,7 +30,27 @@ pub struct Dataset {
 }
 
 impl Dataset {
-    /// Loads the shards of `split` into memory.
+    /// Loads the shards of `split` into memory for a model of `vocab_size` ids: the split's
+    /// vocabulary (its manifest's `vocab_size`) must not be larger, and [`Dataset::open`] checks
+    /// that every id is inside it.
+    pub fn open_for_model(split: &TokenizedSplit, seq_len: i64, vocab_size: i64) -> Result<Dataset> {
+        let cached = split.manifest.vocab_size;
+        if cached > vocab_size {
+            return Err(TrainerError::data(
+                split.directory.join("manifest.json"),
+                format!(
+                    "vocab_size is {cached}, more than the model's vocab_size of {vocab_size} (the \
+                     vocabulary of data.tokenizer): the cache was built with another tokenizer or is \
+                     corrupt; delete {} to tokenize again",
+                    split.directory.display()
+                ),
+            ));
+        }
+        Dataset::open(split, seq_len)
+    }
+
+    /// Loads the shards of `split` into memory, checking that every id is below its manifest's
+    /// `vocab_size` (an id outside the vocabulary would index past the embedding table).
     pub fn open(split: &TokenizedSplit, seq_len: i64) -> Result<Dataset> {
         let manifest = &split.manifest;
         let name = &manifest.split;
@@ -58,6 +78,18 @@ impl Dataset {
             let bytes = std::fs::read(&path).map_err(|error| TrainerError::io(&path, error))?;
             if bytes.len() as u64 != shard.num_tokens * token_width as u64 {
                 return Err(shard_size_error(split, shard, bytes.len() as u64));
+            }
+            if let Some((index, id)) = first_id_at_or_above(&bytes, token_width, manifest.vocab_size) {
+                return Err(TrainerError::data(
+                    &path,
+                    format!(
+                        "its token at index {index} is id {id}, outside the vocabulary of {} ids that \
+                         {} records; the shard is corrupt: delete {} to tokenize again",
+                        manifest.vocab_size,
+                        split.directory.join("manifest.json").display(),
+                        split.directory.display()
+                    ),
+                ));
             }
             tokens.extend_from_slice(&bytes);
         }
@@ -100,11 +132,7 @@ impl Dataset {
 
     fn token(&self, index: u64) -> u32 {
         let start = index as usize * self.token_width;
-        let bytes = &self.tokens[start..start + self.token_width];
-        match bytes {
-            [low, high] => u32::from(u16::from_le_bytes([*low, *high])),
-            _ => u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]),
-        }
+        decode_token(&self.tokens[start..start + self.token_width])
     }
 
     /// The `seq_len + 1` ids of sequence `k`.
@@ -129,6 +157,20 @@ impl Dataset {
     }
 }
 
+/// A little-endian id of 2 or 4 bytes.
+fn decode_token(bytes: &[u8]) -> u32 {
+    match bytes {
+        [low, high] => u32::from(u16::from_le_bytes([*low, *high])),
+        _ => u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]),
+    }
+}
+
+/// The first id of little-endian `tokens` (`width` bytes each) that is `limit` or more: its
+/// index and value.
+fn first_id_at_or_above(tokens: &[u8], width: usize, limit: i64) -> Option<(usize, u32)> {
+    tokens.chunks_exact(width).map(decode_token).enumerate().find(|&(_, id)| i64::from(id) >= limit)
+}
+
 /// The bytes of tokens `split`'s shards hold, checked before anything is read or allocated: the
 /// manifest's token width is 2 or 4, its total is the sum of its shards' counts, and each shard
 /// file has the size its count promises. A corrupt manifest fails here instead of asking for an
@@ -145,6 +187,9 @@ fn checked_size(split: &TokenizedSplit) -> Result<usize> {
     let token_width = u64::from(manifest.token_width);
     if token_width != 2 && token_width != 4 {
         return Err(corrupt(format!("token_width is {token_width}, not 2 or 4")));
+    }
+    if manifest.vocab_size < 1 {
+        return Err(corrupt(format!("vocab_size is {}, not a vocabulary", manifest.vocab_size)));
     }
     let shard_tokens = manifest.shards.iter().try_fold(0u64, |sum, shard| sum.checked_add(shard.num_tokens));
     if shard_tokens != Some(manifest.num_tokens) {
