@@ -381,6 +381,31 @@ fn check_data_layout(
             ),
         ));
     }
+    // These change which data the resumed run sees, not how its position is counted: allowed
+    // (a new data mix on purpose), but said.
+    let changes = [
+        ("trainer", "seed", serde_yaml::to_value(job.trainer.seed), "the shuffle differs"),
+        ("data", "train_urls", serde_yaml::to_value(&job.data.train_urls), "the corpus differs"),
+        ("data", "tokenizer", serde_yaml::to_value(&job.data.tokenizer), "the token ids differ"),
+    ];
+    for (section, name, current, what) in changes {
+        let saved = saved_config.get(section).and_then(|fields| fields.get(name));
+        if let (Some(saved), Ok(current)) = (saved, current) {
+            if *saved != current {
+                let show = |value: &serde_yaml::Value| {
+                    serde_yaml::to_string(value).unwrap_or_default().trim().replace('\n', " ")
+                };
+                tracing::warn!(
+                    "{}: {section}.{name} is {}, but the checkpoint {} was saved with {}: {what}, so \
+                     the resumed run does not see the data an uninterrupted one would have",
+                    job.source,
+                    show(&current),
+                    dir.display(),
+                    show(saved)
+                );
+            }
+        }
+    }
     Ok(())
 }
 

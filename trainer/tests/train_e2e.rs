@@ -507,6 +507,10 @@ fn extending_a_finished_run_matches_an_uninterrupted_run_exactly() {
         assert!(outcome.stdout.starts_with(&done), "{steps}:\n{outcome}");
         assert!(!outcome.stderr.contains("compiled"), "{steps}:\n{outcome}");
     }
+    // Another seed reshuffles the data: allowed, with a warning naming the field.
+    let outcome = job.train("extended", &with(&["trainer.num_train_steps=6", "trainer.seed=5"]));
+    outcome.assert_success();
+    assert!(outcome.stderr.contains("WARN") && outcome.stderr.contains("trainer.seed is 5"), "{outcome}");
     assert_steps(&train_records(&job.records("extended")), 1..=6);
     assert_eq!(job.checkpoint_steps("extended"), [6]);
     let outcome = job.train("extended", &with(&["trainer.num_train_steps=12"]));
