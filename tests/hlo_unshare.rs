@@ -3,7 +3,7 @@
 
 mod support;
 
-use sirocco::hlo::{unshare_elementwise, Builder, Function, Value};
+use sirocco::hlo::{is_single_pass, unshare_elementwise, Builder, Function, Value};
 use sirocco::{DType, HostTensor};
 use support::*;
 
@@ -84,7 +84,11 @@ fn an_output_scaled_by_a_reduction_of_another_stays_shared() {
     let u = &g / &new_v.sqrt();
     let rms = (&u * &u).reduce_mean(&[0]).sqrt();
     let new_p = &p - &(&u / &rms.broadcast_to(&[N]));
-    let outputs = unshare_elementwise(&[new_p, new_v, &count + 1.0]);
+    let outputs = [new_p, new_v.clone(), &count + 1.0];
+    assert!(!is_single_pass(&outputs));
+    let outputs = unshare_elementwise(&outputs);
     let text = b.build(&outputs).unwrap().to_stablehlo();
     assert!(!text.contains("optimization_barrier"), "{text}");
+    // Without the reduction, the same two outputs can be one pass.
+    assert!(is_single_pass(&[&p - &u, new_v]));
 }

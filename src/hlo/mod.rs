@@ -38,4 +38,4 @@ pub use ops::gather::{GatherDimensions, ScatterDimensions, ScatterMode};
 pub use ops::misc::{optimization_barrier, RngAlgorithm};
 pub use sharding::{Mesh, Partitioner, Sharding};
 pub use types::{Dims, TensorType};
-pub use unshare::unshare_elementwise;
+pub use unshare::{is_single_pass, unshare_elementwise};

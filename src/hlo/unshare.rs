@@ -29,26 +29,9 @@ use crate::dtype::DType;
 /// with every output they share a computation with, since those cannot be one pass anyway and a
 /// copy would read state after it is overwritten; and everything when the graph has an error.
 pub fn unshare_elementwise(outputs: &[Value]) -> Vec<Value> {
-    let Some(first) = outputs.first() else { return Vec::new() };
+    let Some((cones, entangled)) = analyze(outputs) else { return outputs.to_vec() };
+    let first = &outputs[0];
     let graph = first.graph.clone();
-    if graph.borrow().error.is_some() {
-        return outputs.to_vec();
-    }
-    let cones: Vec<Option<Cone>> = {
-        let graph = graph.borrow();
-        outputs
-            .iter()
-            .map(|output| {
-                // Scalars (a step count) are not worth a copy; a schedule computed from the new
-                // count is no reason to leave the tensors shared.
-                let copied = output.rank() > 0
-                    && output.same_graph(first)
-                    && graph.nodes[output.id.node as usize].op.is_elementwise();
-                copied.then(|| Cone::of(&graph, output))
-            })
-            .collect()
-    };
-    let entangled = entangled(&graph.borrow(), outputs, &cones);
     let count =
         cones.iter().zip(&entangled).filter(|(cone, &entangled)| cone.is_some() && !entangled).count();
     if count < 2 {
@@ -68,6 +51,39 @@ pub fn unshare_elementwise(outputs: &[Value]) -> Vec<Value> {
             copy.value(output)
         })
         .collect()
+}
+
+/// Whether [`unshare_elementwise`] can give every elementwise output (of rank 1 or more) its own
+/// copy: then a backend with sibling multi-output fusion computes them in one pass. False when
+/// some output is computed from a reduction of another (Adafactor), or the graph has an error.
+pub fn is_single_pass(outputs: &[Value]) -> bool {
+    analyze(outputs).is_some_and(|(_, entangled)| !entangled.contains(&true))
+}
+
+/// Per output: its cone when it is an elementwise result worth a copy, and whether it is
+/// entangled. `None` when there is nothing to analyze or the graph has an error.
+fn analyze(outputs: &[Value]) -> Option<(Vec<Option<Cone>>, Vec<bool>)> {
+    let first = outputs.first()?;
+    let graph = first.graph.clone();
+    if graph.borrow().error.is_some() {
+        return None;
+    }
+    let cones: Vec<Option<Cone>> = {
+        let graph = graph.borrow();
+        outputs
+            .iter()
+            .map(|output| {
+                // Scalars (a step count) are not worth a copy; a schedule computed from the new
+                // count is no reason to leave the tensors shared.
+                let copied = output.rank() > 0
+                    && output.same_graph(first)
+                    && graph.nodes[output.id.node as usize].op.is_elementwise();
+                copied.then(|| Cone::of(&graph, output))
+            })
+            .collect()
+    };
+    let entangled = entangled(&graph.borrow(), outputs, &cones);
+    Some((cones, entangled))
 }
 
 /// The elementwise nodes an output is computed by (of its shape), and the values they start from.

@@ -47,4 +47,4 @@ pub use error::{ErrorCode, PjrtError, Result};
 pub use event::{Event, EventFuture};
 pub use executable::{AsyncExecution, Executable, ExecuteOptions};
 pub use named_value::NamedValue;
-pub use plugin::{with_backend_option, Plugin, CPU_MULTI_OUTPUT_FUSION};
+pub use plugin::{with_backend_option, Plugin, CPU_MULTI_OUTPUT_FUSION, MULTI_OUTPUT_FUSION_ENV};

@@ -36,9 +36,9 @@ const THIRD_PARTY_CACHE_ENV: &str = "SIROCCO_THIRD_PARTY_CACHE";
 /// for it (`sirocco::hlo::unshare_elementwise`).
 pub const CPU_MULTI_OUTPUT_FUSION: &str = "xla_cpu_use_multi_output_fusion";
 
-/// Set to `0` to leave XLA:CPU's multi-output fusion off (for comparisons; the optimizer updates
-/// then take several passes over memory).
-const NO_MULTI_OUTPUT_FUSION_ENV: &str = "SIROCCO_CPU_MULTI_OUTPUT_FUSION";
+/// Set to `0` to leave XLA:CPU's multi-output fusion off (the optimizer updates then take several
+/// passes over memory; `sirocco` sets it for an update that cannot be one pass).
+pub const MULTI_OUTPUT_FUSION_ENV: &str = "SIROCCO_CPU_MULTI_OUTPUT_FUSION";
 
 /// `flags` (an `XLA_FLAGS` value) with `option` among its `--xla_backend_extra_options`, keeping
 /// every other flag and option. XLA reads its flags once, when a plugin first needs them, so
@@ -116,7 +116,7 @@ impl Plugin {
         }
         if name == "cuda" {
             preload_cuda_libraries(python_sys_path());
-        } else if name != "tpu" && std::env::var_os(NO_MULTI_OUTPUT_FUSION_ENV).is_none_or(|v| v != "0") {
+        } else if name != "tpu" && std::env::var_os(MULTI_OUTPUT_FUSION_ENV).is_none_or(|v| v != "0") {
             let flags = std::env::var("XLA_FLAGS").unwrap_or_default();
             std::env::set_var("XLA_FLAGS", with_backend_option(&flags, CPU_MULTI_OUTPUT_FUSION));
         }

@@ -160,6 +160,7 @@ pub fn optimizer(args: &OptimizerBenchArgs) -> Result<OptimizerBenchReport> {
         .map(|(i, dims)| ParamSpec::new(format!("blocks.{i}.weight"), DType::F32, dims))
         .collect();
     let update = optimizer.update_function(&specs)?;
+    crate::optim_tools::choose_multi_output_fusion(update.single_pass);
     let plugin = Plugin::load(&args.plugin)?;
     let client = Client::new(&plugin, &ClientOptions::default())?;
     let compile_start = Instant::now();

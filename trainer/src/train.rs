@@ -116,6 +116,11 @@ impl Session {
         };
         let precision =
             Precision::parse(&job.trainer.mp).map_err(|message| job.error("trainer.mp", message))?;
+        let tokenizer = Tokenizer::load(&job.data.tokenizer)?;
+        let model = model::build(&job.model, tokenizer.vocab_size());
+        // Before the plugin is opened: whether XLA:CPU's multi-output fusion serves this update.
+        let update = optimizer.update_function(&step::parameter_specs(model.as_ref(), precision))?;
+        crate::optim_tools::choose_multi_output_fusion(update.single_pass);
         let runtime = &job.trainer.runtime;
         let plugin = Plugin::load(&runtime.plugin)
             .map_err(|error| job.error("trainer.runtime.plugin", error.to_string()))?;
@@ -140,8 +145,6 @@ impl Session {
                 mesh.devices()
             );
         }
-        let tokenizer = Tokenizer::load(&job.data.tokenizer)?;
-        let model = model::build(&job.model, tokenizer.vocab_size());
         let shape = StepShape::new(
             job.trainer.train_batch_size,
             job.model.seq_len,

@@ -81,3 +81,25 @@ fn bench_train_refuses_zero_steps() {
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("--steps must be in 1..=100000") && !stderr.contains("panicked"), "{stderr}");
 }
+
+#[test]
+fn multi_output_fusion_is_left_off_for_an_update_that_cannot_be_one_pass() {
+    let directory = tempfile::tempdir().unwrap();
+    let run = |optimizer: &str| -> String {
+        let path = directory.path().join("optimizer.yaml");
+        std::fs::write(&path, optimizer).unwrap();
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_sirocco"))
+            .args(["bench", "optimizer", "--optimizer", path.to_str().unwrap()])
+            .args(["--params", "4096", "--tensors", "2", "--steps", "1"])
+            .env_remove("SIROCCO_CPU_MULTI_OUTPUT_FUSION")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+        assert!(output.status.success(), "{stderr}");
+        stderr
+    };
+    let off = "multi-output fusion left off";
+    // Adafactor scales its update by its own RMS: not one pass, so the option would only cost.
+    assert!(run("type: adafactor\n").contains(off));
+    assert!(!run("type: adamax\n").contains(off));
+}

@@ -25,6 +25,10 @@ pub struct Applied {
     pub params: Vec<Value>,
     pub state: Vec<Value>,
     pub metrics: Vec<(String, Value)>,
+    /// Whether each parameter's update can be one pass over memory (see
+    /// `sirocco::hlo::is_single_pass`); false for Adafactor, whose update is scaled by its own
+    /// RMS.
+    pub single_pass: bool,
 }
 
 /// The fused update as a function, and how its inputs and outputs are laid out:
@@ -36,6 +40,8 @@ pub struct UpdateFunction {
     pub state: Vec<StateSpec>,
     pub runtime_inputs: Vec<String>,
     pub metrics: Vec<String>,
+    /// See [`Applied::single_pass`].
+    pub single_pass: bool,
 }
 
 impl Optimizer {
@@ -172,13 +178,14 @@ impl Optimizer {
         outputs.extend(result.state);
         // Each new parameter and state tensor gets its own copy of the elementwise update, so
         // that XLA can fuse all of a parameter's writes into one pass (see `unshare_elementwise`).
+        let single_pass = sirocco::hlo::is_single_pass(&outputs);
         let mut params = sirocco::hlo::unshare_elementwise(&outputs);
         let state = params.split_off(ctx.params.len());
         let metrics = ctx.metrics.borrow().clone();
         if let Some(error) = ctx.builder.error() {
             return Err(error.into());
         }
-        Ok(Applied { params, state, metrics })
+        Ok(Applied { params, state, metrics, single_pass })
     }
 
     /// The fused update as a standalone function (for `optim replay` and benchmarks).
@@ -203,6 +210,7 @@ impl Optimizer {
         let mut outputs = applied.params;
         outputs.extend(applied.state);
         let metric_names: Vec<String> = applied.metrics.iter().map(|(name, _)| name.clone()).collect();
+        let single_pass = applied.single_pass;
         outputs.extend(applied.metrics.iter().map(|(_, value)| value.convert(DType::F32)));
         let mut function = builder.build(&outputs)?;
         let donated = params.len() + state_specs.len();
@@ -213,6 +221,7 @@ impl Optimizer {
             state: state_specs,
             runtime_inputs,
             metrics: metric_names,
+            single_pass,
         })
     }
 }
