@@ -92,3 +92,25 @@ fn an_output_scaled_by_a_reduction_of_another_stays_shared() {
     // Without the reduction, the same two outputs can be one pass.
     assert!(is_single_pass(&[&p - &u, new_v]));
 }
+
+#[test]
+fn entangled_outputs_stay_shared_while_the_others_are_copied() {
+    let b = Builder::new("partly");
+    let g = b.param("g", DType::F32, &[N]);
+    let v = b.param("v", DType::F32, &[N]);
+    let p = b.param("p", DType::F32, &[N]);
+    let (w1, w2) = (b.param("w1", DType::F32, &[N]), b.param("w2", DType::F32, &[N]));
+    let new_v = &(&v * 0.9) + &(&g * 0.1);
+    let u = &g / &new_v.sqrt();
+    let rms = (&u * &u).reduce_mean(&[0]).sqrt();
+    let new_p = &p - &(&u / &rms.broadcast_to(&[N]));
+    // Two more outputs reading `g` but sharing no computation with the entangled pair.
+    let shared = (&g * 3.0).tanh();
+    let (new_w1, new_w2) = (&w1 - &shared, &w2 + &shared);
+    let outputs = [new_p, new_v, new_w1, new_w2];
+    assert!(!is_single_pass(&outputs));
+    let text = b.build(&unshare_elementwise(&outputs)).unwrap().to_stablehlo();
+    let count = |op: &str| text.matches(&format!("\"stablehlo.{op}\"")).count();
+    // One barrier for the two copies; `tanh` once per copy; the entangled `sqrt`s not copied.
+    assert_eq!((count("optimization_barrier"), count("tanh"), count("sqrt")), (1, 2, 2), "{text}");
+}

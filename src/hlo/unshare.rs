@@ -11,9 +11,12 @@
 //!
 //! Two copies of one expression are one node after our hash-consing and after XLA's CSE. Each
 //! copy therefore multiplies its floating-point leaves by its own `1.0`, passed through an
-//! `optimization_barrier` so that neither we nor XLA fold it. Multiplying by one is exact
-//! (NaN, infinities and signed zeros included), so the results are bit for bit those of the
-//! shared computation.
+//! `optimization_barrier` so that neither our sharing nor XLA's CSE merges the copies (XLA
+//! drops the barrier later; the multiplications stay). Multiplying by one is exact, infinities,
+//! signed zeros and NaN included, so the results are those of the shared computation — except
+//! where a value reaches an output through no arithmetic at all (a `select` keeping the old
+//! state): XLA:CPU runs with subnormals flushed to zero, so a subnormal kept that way becomes
+//! zero in a copy, and a signaling NaN becomes quiet.
 
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;

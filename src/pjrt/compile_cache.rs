@@ -113,8 +113,8 @@ fn cache_key(client: &Client, program: &str, encoded_options: &[u8]) -> String {
     let xla_version =
         plugin.xla_version().map_or_else(|| "unknown".to_owned(), |version| version.to_string());
     let api_version = format!("{major}.{minor}");
-    // XLA's flags (read once per process, see `with_backend_option`) change what it compiles.
-    let xla_flags = std::env::var("XLA_FLAGS").unwrap_or_default();
+    // XLA's flags (read once per process, when the plugin opened) change what it compiles.
+    let xla_flags = plugin.xla_flags();
     let parts: [&[u8]; 9] = [
         program.as_bytes(),
         encoded_options,

@@ -47,4 +47,7 @@ pub use error::{ErrorCode, PjrtError, Result};
 pub use event::{Event, EventFuture};
 pub use executable::{AsyncExecution, Executable, ExecuteOptions};
 pub use named_value::NamedValue;
-pub use plugin::{with_backend_option, Plugin, CPU_MULTI_OUTPUT_FUSION, MULTI_OUTPUT_FUSION_ENV};
+pub use plugin::{
+    multi_output_fusion_setting, multi_output_fusion_wanted, with_backend_option, Plugin,
+    CPU_MULTI_OUTPUT_FUSION, MULTI_OUTPUT_FUSION_ENV,
+};

@@ -36,35 +36,72 @@ const THIRD_PARTY_CACHE_ENV: &str = "SIROCCO_THIRD_PARTY_CACHE";
 /// for it (`sirocco::hlo::unshare_elementwise`).
 pub const CPU_MULTI_OUTPUT_FUSION: &str = "xla_cpu_use_multi_output_fusion";
 
-/// Set to `0` to leave XLA:CPU's multi-output fusion off (the optimizer updates then take several
-/// passes over memory; `sirocco` sets it for an update that cannot be one pass).
+/// `0` (or `false`) leaves XLA:CPU's multi-output fusion off, `1` (or `true`) turns it on;
+/// unset, a CPU plugin is opened with it on and `sirocco` leaves it off for an optimizer update
+/// that cannot be one pass.
 pub const MULTI_OUTPUT_FUSION_ENV: &str = "SIROCCO_CPU_MULTI_OUTPUT_FUSION";
 
-/// `flags` (an `XLA_FLAGS` value) with `option` among its `--xla_backend_extra_options`, keeping
-/// every other flag and option. XLA reads its flags once, when a plugin first needs them, so
-/// this is set before a plugin is opened.
-pub fn with_backend_option(flags: &str, option: &str) -> String {
-    const FLAG: &str = "--xla_backend_extra_options=";
-    let mut found = false;
-    let mut tokens: Vec<String> = flags
-        .split_whitespace()
-        .map(|token| match token.strip_prefix(FLAG) {
-            Some(options) => {
-                found = true;
-                let present = options.split(',').any(|entry| entry.split('=').next() == Some(option));
-                match (present, options.is_empty()) {
-                    (true, _) => token.to_string(),
-                    (false, true) => format!("{FLAG}{option}"),
-                    (false, false) => format!("{FLAG}{options},{option}"),
-                }
-            }
-            None => token.to_string(),
-        })
-        .collect();
-    if !found {
-        tokens.push(format!("{FLAG}{option}"));
+/// What `SIROCCO_CPU_MULTI_OUTPUT_FUSION` asks for: `None` when unset.
+pub fn multi_output_fusion_setting() -> Result<Option<bool>> {
+    let Some(value) = std::env::var_os(MULTI_OUTPUT_FUSION_ENV) else { return Ok(None) };
+    match value.to_str().map(str::trim) {
+        Some("1" | "true") => Ok(Some(true)),
+        Some("0" | "false") => Ok(Some(false)),
+        _ => Err(PjrtError::InvalidOptions(format!(
+            "{MULTI_OUTPUT_FUSION_ENV} must be 0, 1, false or true, got {value:?}"
+        ))),
     }
-    tokens.join(" ")
+}
+
+/// Whether multi-output fusion is, or will be, on for the CPU plugin of this process: what the
+/// environment says, on when it says nothing (an invalid value counts as off here; opening the
+/// plugin reports it).
+pub fn multi_output_fusion_wanted() -> bool {
+    multi_output_fusion_setting().unwrap_or(Some(false)).unwrap_or(true)
+}
+
+/// `flags` (an `XLA_FLAGS` value) with `option` among its `--xla_backend_extra_options`, every
+/// other flag, option and space kept. `None` when it cannot be added safely: `flags` names a
+/// file of flags (XLA reads such a value as a path), or quotes its backend options. XLA reads
+/// its flags once, when a plugin first needs them, so this is set before a plugin is opened.
+pub fn with_backend_option(flags: &str, option: &str) -> Option<String> {
+    const FLAG: &str = "--xla_backend_extra_options=";
+    if !flags.trim().is_empty() && !flags.trim_start().starts_with('-') {
+        return None;
+    }
+    // The backend-options token, by its byte range in `flags`.
+    let mut start = None;
+    for (index, _) in flags.match_indices(FLAG) {
+        let at_token_start = flags[..index].chars().next_back().is_none_or(char::is_whitespace);
+        if at_token_start {
+            start = Some(index);
+        }
+    }
+    let Some(start) = start else {
+        let separator = if flags.trim().is_empty() { "" } else { " " };
+        return Some(format!("{}{separator}{FLAG}{option}", flags.trim_end()));
+    };
+    let end = flags[start..].find(char::is_whitespace).map_or(flags.len(), |offset| start + offset);
+    let options = &flags[start + FLAG.len()..end];
+    if options.contains(['"', '\'']) {
+        return None;
+    }
+    if options.split(',').any(|entry| entry.split('=').next() == Some(option)) {
+        return Some(flags.to_string());
+    }
+    let joined = if options.is_empty() { option.to_string() } else { format!("{options},{option}") };
+    Some(format!("{}{FLAG}{joined}{}", &flags[..start], &flags[end..]))
+}
+
+/// The flags XLA reads from `XLA_FLAGS`, for the compile-cache key: the value, and the file's
+/// contents when it names a file.
+fn effective_xla_flags() -> String {
+    let flags = std::env::var("XLA_FLAGS").unwrap_or_default();
+    if !flags.trim().is_empty() && !flags.trim_start().starts_with('-') {
+        let contents = std::fs::read_to_string(flags.trim()).unwrap_or_default();
+        return format!("{flags}\n{contents}");
+    }
+    flags
 }
 
 /// A loaded and initialized PJRT plugin.
@@ -73,6 +110,8 @@ pub struct Plugin {
     path: PathBuf,
     api: Api,
     attributes: Vec<(String, NamedValue)>,
+    /// `XLA_FLAGS` as XLA read it when this plugin was opened (with a flag file's contents).
+    xla_flags: String,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -116,10 +155,18 @@ impl Plugin {
         }
         if name == "cuda" {
             preload_cuda_libraries(python_sys_path());
-        } else if name != "tpu" && std::env::var_os(MULTI_OUTPUT_FUSION_ENV).is_none_or(|v| v != "0") {
+        } else if name != "tpu" && multi_output_fusion_setting()?.unwrap_or(true) {
             let flags = std::env::var("XLA_FLAGS").unwrap_or_default();
-            std::env::set_var("XLA_FLAGS", with_backend_option(&flags, CPU_MULTI_OUTPUT_FUSION));
+            match with_backend_option(&flags, CPU_MULTI_OUTPUT_FUSION) {
+                Some(flags) => std::env::set_var("XLA_FLAGS", flags),
+                None => tracing::warn!(
+                    "XLA_FLAGS names a file of flags or quotes its backend options: add \
+                     --xla_backend_extra_options={CPU_MULTI_OUTPUT_FUSION} to it for optimizer \
+                     updates in one pass over memory"
+                ),
+            }
         }
+        let xla_flags = effective_xla_flags();
         let load_error = |reason: String| PjrtError::PluginLoad { path: path.clone(), reason };
         // SAFETY: loading a library runs its initializers; a PJRT plugin is built to be loaded
         // this way. It is leaked (never unloaded), so the API table stays valid for the process.
@@ -158,12 +205,17 @@ impl Plugin {
                 tracing::debug!("loaded PJRT plugin {name} from {}, C API {major}.{minor}", path.display())
             }
         }
-        Ok(Plugin { name, path, api, attributes })
+        Ok(Plugin { name, path, api, attributes, xla_flags })
     }
 
     /// The canonical path of the plugin library.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The XLA flags in force for this plugin's compilations (read once, when it was opened).
+    pub fn xla_flags(&self) -> &str {
+        &self.xla_flags
     }
 
     /// The pinned name (`cpu`, `cuda`, `tpu`) or, for another library, its file stem.
@@ -423,21 +475,31 @@ mod tests {
     #[test]
     fn backend_option_joins_the_flags_given() {
         let option = CPU_MULTI_OUTPUT_FUSION;
-        assert_eq!(with_backend_option("", option), format!("--xla_backend_extra_options={option}"));
+        let with = |flags: &str| with_backend_option(flags, option);
+        assert_eq!(with("").unwrap(), format!("--xla_backend_extra_options={option}"));
         assert_eq!(
-            with_backend_option("--xla_dump_to=/tmp/x", option),
+            with("--xla_dump_to=/tmp/x").unwrap(),
             format!("--xla_dump_to=/tmp/x --xla_backend_extra_options={option}")
         );
         assert_eq!(
-            with_backend_option("--xla_backend_extra_options=a=1,b --xla_x", option),
-            format!("--xla_backend_extra_options=a=1,b,{option} --xla_x")
+            with("--xla_backend_extra_options=a=1,b   --xla_x").unwrap(),
+            format!("--xla_backend_extra_options=a=1,b,{option}   --xla_x")
         );
         assert_eq!(
-            with_backend_option("--xla_backend_extra_options=", option),
+            with("--xla_backend_extra_options=").unwrap(),
             format!("--xla_backend_extra_options={option}")
         );
         let given = format!("--xla_backend_extra_options={option}=1,c");
-        assert_eq!(with_backend_option(&given, option), given);
+        assert_eq!(with(&given).unwrap(), given);
+        // Spaces inside other flags are kept as they are.
+        assert_eq!(
+            with("--xla_dump_to=\"/a  b\"  --xla_y").unwrap(),
+            format!("--xla_dump_to=\"/a  b\"  --xla_y --xla_backend_extra_options={option}")
+        );
+        // A file of flags (XLA reads a value not starting with `-` as a path), and quoted options,
+        // are left to the user.
+        assert_eq!(with("/etc/xla_flags.txt"), None);
+        assert_eq!(with("--xla_backend_extra_options=\"a=1\""), None);
     }
 
     #[test]

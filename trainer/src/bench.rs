@@ -96,9 +96,10 @@ pub struct OptimizerBenchReport {
     pub compile_s: f64,
 }
 
-/// K tensor shapes totalling `params` elements (2-D where the size allows).
-/// Upper bounds of `bench optimizer`'s counts (the graph grows with the tensors).
-const MAX_BENCH_TENSORS: u64 = 65_536;
+/// The most tensors `bench optimizer` takes: XLA's compile time grows faster than their number
+/// (about a minute for 2,000).
+const MAX_BENCH_TENSORS: u64 = 4_096;
+/// The most timed steps `bench optimizer` takes.
 const MAX_BENCH_STEPS: usize = 1_000_000;
 
 /// `MemAvailable` of `/proc/meminfo`, in bytes (`None` where there is no such file).
@@ -109,6 +110,7 @@ fn available_memory() -> Option<u64> {
     Some(kib * 1024)
 }
 
+/// K tensor shapes totalling `params` elements (2-D where the size allows).
 fn tensor_dims(params: u64, tensors: u64) -> Vec<Vec<i64>> {
     let base = params / tensors;
     (0..tensors)
@@ -160,7 +162,7 @@ pub fn optimizer(args: &OptimizerBenchArgs) -> Result<OptimizerBenchReport> {
         .map(|(i, dims)| ParamSpec::new(format!("blocks.{i}.weight"), DType::F32, dims))
         .collect();
     let update = optimizer.update_function(&specs)?;
-    crate::optim_tools::choose_multi_output_fusion(update.single_pass);
+    crate::optim_tools::choose_multi_output_fusion(update.single_pass)?;
     let plugin = Plugin::load(&args.plugin)?;
     let client = Client::new(&plugin, &ClientOptions::default())?;
     let compile_start = Instant::now();

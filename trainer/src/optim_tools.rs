@@ -66,8 +66,8 @@ pub struct ReplayArgs {
 /// update is scaled by its own RMS: 1.7-1.8x). Unless `SIROCCO_CPU_MULTI_OUTPUT_FUSION` is set,
 /// it is left off for such an update. XLA reads its flags once per process, so this runs before
 /// the plugin is opened (a process that already opened it keeps its first choice).
-pub fn choose_multi_output_fusion(single_pass: bool) {
-    if !single_pass && std::env::var_os(sirocco::pjrt::MULTI_OUTPUT_FUSION_ENV).is_none() {
+pub fn choose_multi_output_fusion(single_pass: bool) -> Result<()> {
+    if !single_pass && sirocco::pjrt::multi_output_fusion_setting()?.is_none() {
         tracing::info!(
             "XLA:CPU multi-output fusion left off: this optimizer's update is not a single pass \
              (set {}=1 to turn it on)",
@@ -75,6 +75,7 @@ pub fn choose_multi_output_fusion(single_pass: bool) {
         );
         std::env::set_var(sirocco::pjrt::MULTI_OUTPUT_FUSION_ENV, "0");
     }
+    Ok(())
 }
 
 /// Reads an optimizer YAML file and builds it for `steps` updates.
@@ -183,7 +184,7 @@ pub fn replay(args: &ReplayArgs) -> Result<(usize, usize)> {
     let specs: Vec<ParamSpec> =
         params.iter().map(|(name, t)| ParamSpec::new(name.clone(), t.dtype(), t.dims())).collect();
     let update = optimizer.update_function(&specs)?;
-    choose_multi_output_fusion(update.single_pass);
+    choose_multi_output_fusion(update.single_pass)?;
     let plugin = Plugin::load(&args.plugin)?;
     let client = Client::new(&plugin, &ClientOptions::default())?;
     let program = Program::compile(&client, &update.function)?;

@@ -119,8 +119,8 @@ impl Session {
         let tokenizer = Tokenizer::load(&job.data.tokenizer)?;
         let model = model::build(&job.model, tokenizer.vocab_size());
         // Before the plugin is opened: whether XLA:CPU's multi-output fusion serves this update.
-        let update = optimizer.update_function(&step::parameter_specs(model.as_ref(), precision))?;
-        crate::optim_tools::choose_multi_output_fusion(update.single_pass);
+        let single_pass = optimizer.single_pass(&step::parameter_specs(model.as_ref(), precision))?;
+        crate::optim_tools::choose_multi_output_fusion(single_pass)?;
         let runtime = &job.trainer.runtime;
         let plugin = Plugin::load(&runtime.plugin)
             .map_err(|error| job.error("trainer.runtime.plugin", error.to_string()))?;

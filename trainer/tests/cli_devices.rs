@@ -42,3 +42,24 @@ fn a_plugin_variable_naming_no_file_is_reported_and_skipped() {
     assert!(output.status.success(), "{stderr}");
     assert!(stderr.contains("SIROCCO_PLUGIN_CPU=/nonexistent/cpu.so is not a file"), "{stderr}");
 }
+
+#[test]
+fn xla_flags_naming_a_file_are_left_to_xla() {
+    // XLA reads an XLA_FLAGS value that does not start with `-` as a file of flags: sirocco adds
+    // nothing to it (XLA would abort on the changed path) and says so.
+    let dir = tempfile::tempdir().unwrap();
+    let flags = dir.path().join("xla_flags.txt");
+    std::fs::write(&flags, "--xla_cpu_enable_fast_math=false\n").unwrap();
+    let output = sirocco(&["devices", "--cpu-device-count", "2"], &[("XLA_FLAGS", flags.to_str().unwrap())]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("XLA_FLAGS names a file of flags"), "{stderr}");
+}
+
+#[test]
+fn an_invalid_multi_output_fusion_setting_is_named() {
+    let output = sirocco(&["devices"], &[("SIROCCO_CPU_MULTI_OUTPUT_FUSION", "maybe")]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("SIROCCO_CPU_MULTI_OUTPUT_FUSION must be 0, 1, false or true"), "{stderr}");
+}

@@ -56,7 +56,7 @@ fn bench_optimizer_refuses_sizes_it_cannot_hold() {
     let optimizer = concat!(env!("CARGO_MANIFEST_DIR"), "/../configs/optimizers/adamax.yaml");
     for (params, tensors, steps, says) in [
         ("10000000000000", "1", "1", "GB of memory available"),
-        ("1000000", "1000000", "1", "--tensors must be at most 65536"),
+        ("1000000", "1000000", "1", "--tensors must be at most 4096"),
         ("100", "1", "18446744073709551615", "--steps at most 1000000"),
     ] {
         let output = std::process::Command::new(env!("CARGO_BIN_EXE_sirocco"))

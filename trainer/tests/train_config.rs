@@ -68,3 +68,15 @@ fn a_new_learning_rate_reuses_the_compiled_step() {
     let graph_other = ["trainer.hyperparameters=graph", "optimizer.lr=7e-3"];
     assert_eq!(compile_step(&config, &graph_other, &cache), (0, 1), "a schedule in the graph is compiled in");
 }
+
+#[test]
+fn an_optimizer_that_reads_the_loss_builds_and_compiles() {
+    // Session::open builds the update once on its own (to choose XLA:CPU's multi-output fusion
+    // before the plugin opens); `skip_bad_steps` reads the step's loss there too.
+    let dir = tempfile::tempdir().unwrap();
+    let config =
+        write(&dir, "job.yaml", &JOB.replace("{type: adamax,", "{type: adam, skip_bad_steps: true,"));
+    let cache = dir.path().join("cache");
+    let (hits, misses) = compile_step(&[config], &[], &cache);
+    assert_eq!((hits, misses), (0, 1));
+}

@@ -177,9 +177,15 @@ impl Optimizer {
         let mut outputs: Vec<Value> = ctx.params.iter().zip(&result.updates).map(|(p, u)| p + u).collect();
         outputs.extend(result.state);
         // Each new parameter and state tensor gets its own copy of the elementwise update, so
-        // that XLA can fuse all of a parameter's writes into one pass (see `unshare_elementwise`).
+        // that XLA can fuse all of a parameter's writes into one pass (see
+        // `unshare_elementwise`) — when the update can be one pass and the fusion that makes it
+        // one is on: otherwise the copies would only be recomputed in separate loops.
         let single_pass = sirocco::hlo::is_single_pass(&outputs);
-        let mut params = sirocco::hlo::unshare_elementwise(&outputs);
+        let mut params = if single_pass && sirocco::pjrt::multi_output_fusion_wanted() {
+            sirocco::hlo::unshare_elementwise(&outputs)
+        } else {
+            outputs
+        };
         let state = params.split_off(ctx.params.len());
         let metrics = ctx.metrics.borrow().clone();
         if let Some(error) = ctx.builder.error() {
@@ -188,23 +194,52 @@ impl Optimizer {
         Ok(Applied { params, state, metrics, single_pass })
     }
 
+    /// Inputs of a standalone update on `builder`: parameters, state, gradients and the
+    /// runtime hyperparameters by name.
+    fn standalone_inputs(
+        &self,
+        builder: &Builder,
+        params: &[ParamSpec],
+        state_specs: &[StateSpec],
+    ) -> (Vec<Value>, Vec<Value>, Vec<Value>, BTreeMap<String, Value>) {
+        let param_values =
+            params.iter().map(|p| builder.parameter(format!("params/{}", p.name), p.ty.clone())).collect();
+        let state_values = state_specs
+            .iter()
+            .map(|s| builder.parameter(format!("state/{}", s.name), s.ty.clone()))
+            .collect();
+        let grad_values =
+            params.iter().map(|p| builder.parameter(format!("grads/{}", p.name), p.ty.clone())).collect();
+        let runtime = self
+            .runtime_inputs()
+            .into_iter()
+            .map(|name| (name.clone(), builder.parameter(name, TensorType::scalar(DType::F32))))
+            .collect();
+        (param_values, state_values, grad_values, runtime)
+    }
+
+    /// Whether the update of `params` can be one pass over memory ([`Applied::single_pass`]),
+    /// found by building it (with a loss, for transforms that read one) without compiling: a
+    /// caller decides from it, before opening a CPU plugin, whether XLA's multi-output fusion
+    /// serves this update.
+    pub fn single_pass(&self, params: &[ParamSpec]) -> Result<bool> {
+        let state_specs = self.state_specs(params)?;
+        let builder = Builder::new("single_pass");
+        let (param_values, state_values, grad_values, runtime) =
+            self.standalone_inputs(&builder, params, &state_specs);
+        let loss = builder.parameter("loss", TensorType::scalar(DType::F32));
+        let mut ctx = UpdateContext::new(&builder, &param_values, params, &runtime);
+        ctx.loss = Some(&loss);
+        Ok(self.apply(&ctx, &grad_values, &state_values)?.single_pass)
+    }
+
     /// The fused update as a standalone function (for `optim replay` and benchmarks).
     pub fn update_function(&self, params: &[ParamSpec]) -> Result<UpdateFunction> {
         let state_specs = self.state_specs(params)?;
         let builder = Builder::new("optimizer_update");
-        let param_values: Vec<Value> =
-            params.iter().map(|p| builder.parameter(format!("params/{}", p.name), p.ty.clone())).collect();
-        let state_values: Vec<Value> = state_specs
-            .iter()
-            .map(|s| builder.parameter(format!("state/{}", s.name), s.ty.clone()))
-            .collect();
-        let grad_values: Vec<Value> =
-            params.iter().map(|p| builder.parameter(format!("grads/{}", p.name), p.ty.clone())).collect();
+        let (param_values, state_values, grad_values, runtime) =
+            self.standalone_inputs(&builder, params, &state_specs);
         let runtime_inputs = self.runtime_inputs();
-        let runtime: BTreeMap<String, Value> = runtime_inputs
-            .iter()
-            .map(|name| (name.clone(), builder.parameter(name.clone(), TensorType::scalar(DType::F32))))
-            .collect();
         let ctx = UpdateContext::new(&builder, &param_values, params, &runtime);
         let applied = self.apply(&ctx, &grad_values, &state_values)?;
         let mut outputs = applied.params;
