@@ -48,6 +48,6 @@ pub use event::{Event, EventFuture};
 pub use executable::{AsyncExecution, Executable, ExecuteOptions};
 pub use named_value::NamedValue;
 pub use plugin::{
-    multi_output_fusion_setting, multi_output_fusion_wanted, with_backend_option, Plugin,
+    multi_output_fusion_setting, multi_output_fusion_wanted, with_backend_option, with_xla_flags, Plugin,
     CPU_MULTI_OUTPUT_FUSION, MULTI_OUTPUT_FUSION_ENV,
 };

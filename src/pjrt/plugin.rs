@@ -66,7 +66,7 @@ pub fn multi_output_fusion_wanted() -> bool {
 /// its flags once, when a plugin first needs them, so this is set before a plugin is opened.
 pub fn with_backend_option(flags: &str, option: &str) -> Option<String> {
     const FLAG: &str = "--xla_backend_extra_options=";
-    if !flags.trim().is_empty() && !flags.trim_start().starts_with('-') {
+    if names_flag_file(flags) {
         return None;
     }
     // The backend-options token, by its byte range in `flags`.
@@ -77,10 +77,7 @@ pub fn with_backend_option(flags: &str, option: &str) -> Option<String> {
             start = Some(index);
         }
     }
-    let Some(start) = start else {
-        let separator = if flags.trim().is_empty() { "" } else { " " };
-        return Some(format!("{}{separator}{FLAG}{option}", flags.trim_end()));
-    };
+    let Some(start) = start else { return with_xla_flags(flags, &format!("{FLAG}{option}")) };
     let end = flags[start..].find(char::is_whitespace).map_or(flags.len(), |offset| start + offset);
     let options = &flags[start + FLAG.len()..end];
     if options.contains(['"', '\'']) {
@@ -93,11 +90,27 @@ pub fn with_backend_option(flags: &str, option: &str) -> Option<String> {
     Some(format!("{}{FLAG}{joined}{}", &flags[..start], &flags[end..]))
 }
 
+/// `flags` (an `XLA_FLAGS` value) followed by `added`; `None` when `flags` names a file of flags,
+/// which XLA would then look for under the combined name (and abort).
+pub fn with_xla_flags(flags: &str, added: &str) -> Option<String> {
+    if names_flag_file(flags) {
+        return None;
+    }
+    let separator = if flags.trim().is_empty() { "" } else { " " };
+    Some(format!("{}{separator}{added}", flags.trim_end()))
+}
+
+/// Whether an `XLA_FLAGS` value is the path of a file of flags: XLA reads a value that does not
+/// start with `-` that way.
+fn names_flag_file(flags: &str) -> bool {
+    !flags.trim().is_empty() && !flags.trim_start().starts_with('-')
+}
+
 /// The flags XLA reads from `XLA_FLAGS`, for the compile-cache key: the value, and the file's
 /// contents when it names a file.
 fn effective_xla_flags() -> String {
     let flags = std::env::var("XLA_FLAGS").unwrap_or_default();
-    if !flags.trim().is_empty() && !flags.trim_start().starts_with('-') {
+    if names_flag_file(&flags) {
         let contents = std::fs::read_to_string(flags.trim()).unwrap_or_default();
         return format!("{flags}\n{contents}");
     }

@@ -785,9 +785,15 @@ pub struct HloArgs {
 pub fn dump_hlo(args: &HloArgs) -> Result<Vec<PathBuf>> {
     std::fs::create_dir_all(&args.out).map_err(|error| TrainerError::io(&args.out, error))?;
     let xla_dir = args.out.join("xla");
-    let flags = format!("--xla_dump_to={} --xla_dump_hlo_as_text", xla_dir.display());
+    let dump = format!("--xla_dump_to={} --xla_dump_hlo_as_text", xla_dir.display());
     let existing = std::env::var("XLA_FLAGS").unwrap_or_default();
-    std::env::set_var("XLA_FLAGS", format!("{existing} {flags}").trim());
+    let flags = sirocco::pjrt::with_xla_flags(&existing, &dump).ok_or_else(|| {
+        TrainerError::Other(format!(
+            "XLA_FLAGS names a file of flags ({existing}): `sirocco hlo` adds `{dump}` to XLA_FLAGS, \
+             so unset it or put its flags in the variable itself"
+        ))
+    })?;
+    std::env::set_var("XLA_FLAGS", flags);
     let session = Session::open(&args.job.config, &args.job.overrides)?;
     let step = session.train_step()?;
     let text = step.function.to_stablehlo();

@@ -54,6 +54,16 @@ fn xla_flags_naming_a_file_are_left_to_xla() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
     assert!(stderr.contains("XLA_FLAGS names a file of flags"), "{stderr}");
+    // `sirocco hlo` adds its dump flags to XLA_FLAGS: with a file there, an error, not an abort.
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/../configs/quickstart.yaml");
+    let out = dir.path().join("hlo");
+    let output = sirocco(
+        &["hlo", "--config", config, "--out", out.to_str().unwrap()],
+        &[("XLA_FLAGS", flags.to_str().unwrap())],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("XLA_FLAGS names a file of flags") && stderr.contains("sirocco hlo"), "{stderr}");
 }
 
 #[test]
