@@ -9,13 +9,12 @@ use std::time::Instant;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use sirocco::hlo::Builder;
-use sirocco::pjrt::{Client, ClientOptions, Plugin};
 use sirocco::program::{Program, ShardedArray};
 use sirocco::{DType, HostTensor};
 use xla_optim::ParamSpec;
 
 use crate::error::{Result, TrainerError};
-use crate::optim_tools::load_optimizer;
+use crate::optim_tools::{load_optimizer, update_client};
 
 /// Median of `values` (which it sorts).
 pub fn median(values: &mut [f64]) -> f64 {
@@ -162,9 +161,7 @@ pub fn optimizer(args: &OptimizerBenchArgs) -> Result<OptimizerBenchReport> {
         .map(|(i, dims)| ParamSpec::new(format!("blocks.{i}.weight"), DType::F32, dims))
         .collect();
     let update = optimizer.update_function(&specs)?;
-    crate::optim_tools::choose_multi_output_fusion(update.single_pass)?;
-    let plugin = Plugin::load(&args.plugin)?;
-    let client = Client::new(&plugin, &ClientOptions::default())?;
+    let client = update_client(&update, &args.plugin)?;
     let compile_start = Instant::now();
     let program = Program::compile(&client, &update.function)?;
     let compile_s = compile_start.elapsed().as_secs_f64();

@@ -18,10 +18,11 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use sirocco::hlo::TensorType;
-use sirocco::{DType, HostTensor};
+use sirocco::HostTensor;
 
 use crate::config::CheckpointerConfig;
 use crate::error::{Result, TrainerError};
+use crate::tensors::first_non_finite;
 
 /// Version of the directory layout and of `metadata.json`; `load` refuses newer ones.
 pub const FORMAT_VERSION: u64 = 1;
@@ -349,30 +350,6 @@ fn check_tensors(directory: &Path, contents: &CheckpointContents) -> Result<()> 
     Ok(())
 }
 
-/// The first NaN or infinite element of a float tensor: its flat index and value. Reads the
-/// exponent bits in place, so a multi-gigabyte tensor is not copied.
-fn first_non_finite(tensor: &HostTensor) -> Option<(usize, f64)> {
-    let dtype = tensor.dtype();
-    if !dtype.is_float() {
-        return None;
-    }
-    let size = dtype.size_in_bytes();
-    tensor.bytes().chunks_exact(size).enumerate().find_map(|(index, element)| {
-        let finite = match dtype {
-            DType::F16 => u16::from_ne_bytes([element[0], element[1]]) & 0x7c00 != 0x7c00,
-            DType::BF16 => u16::from_ne_bytes([element[0], element[1]]) & 0x7f80 != 0x7f80,
-            DType::F32 => f32::from_ne_bytes(element.try_into().ok()?).is_finite(),
-            DType::F64 => f64::from_ne_bytes(element.try_into().ok()?).is_finite(),
-            _ => true,
-        };
-        if finite {
-            return None;
-        }
-        let value = HostTensor::from_bytes(dtype, &[], element.to_vec()).ok()?.to_f64_vec()[0];
-        Some((index, value))
-    })
-}
-
 /// Removes its directory from [`IN_FLIGHT`] when dropped.
 struct InFlight(Vec<PathBuf>);
 
@@ -637,22 +614,6 @@ fn read_verified(dir: &Path, file_name: &str, metadata: &Metadata) -> Result<Vec
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn finds_the_first_non_finite_element_of_each_float_type() {
-        let f32_tensor = HostTensor::from_slice(&[3], &[1.0f32, f32::INFINITY, f32::NAN]).unwrap();
-        assert_eq!(first_non_finite(&f32_tensor), Some((1, f64::INFINITY)));
-        let f64_tensor = HostTensor::from_slice(&[2], &[0.0f64, f64::NAN]).unwrap();
-        assert!(matches!(first_non_finite(&f64_tensor), Some((1, value)) if value.is_nan()));
-        let bf16 = HostTensor::from_slice(&[2], &[half::bf16::MAX, half::bf16::NEG_INFINITY]).unwrap();
-        assert_eq!(first_non_finite(&bf16), Some((1, f64::NEG_INFINITY)));
-        let f16 = HostTensor::from_slice(&[2], &[half::f16::MAX, half::f16::NAN]).unwrap();
-        assert!(matches!(first_non_finite(&f16), Some((1, value)) if value.is_nan()));
-        let finite = HostTensor::from_slice(&[2], &[half::bf16::MIN, half::bf16::MIN_POSITIVE]).unwrap();
-        assert_eq!(first_non_finite(&finite), None);
-        // Integer bit patterns that would be NaN as floats are fine.
-        assert_eq!(first_non_finite(&HostTensor::from_slice(&[1], &[u32::MAX]).unwrap()), None);
-    }
 
     #[test]
     fn hidden_directory_names_give_their_step() {

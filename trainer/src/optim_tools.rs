@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use sirocco::pjrt::{Client, ClientOptions, Plugin};
 use sirocco::program::{Program, ShardedArray};
 use sirocco::{DType, HostTensor};
-use xla_optim::{describe_types, Optimizer, OptimizerConfig, ParamSpec};
+use xla_optim::{describe_types, Optimizer, OptimizerConfig, ParamSpec, UpdateFunction};
 
 use crate::error::{Result, TrainerError};
 use crate::tensors;
@@ -78,6 +78,14 @@ pub fn choose_multi_output_fusion(single_pass: bool) -> Result<()> {
     Ok(())
 }
 
+/// A client of the plugin `plugin` (a pinned name or a path) for the standalone update `update`,
+/// with XLA:CPU's multi-output fusion chosen for it first (see [`choose_multi_output_fusion`]).
+pub fn update_client(update: &UpdateFunction, plugin: &str) -> Result<Client> {
+    choose_multi_output_fusion(update.single_pass)?;
+    let plugin = Plugin::load(plugin)?;
+    Ok(Client::new(&plugin, &ClientOptions::default())?)
+}
+
 /// Reads an optimizer YAML file and builds it for `steps` updates.
 pub fn load_optimizer(path: &Path, steps: u64) -> Result<(OptimizerConfig, Optimizer)> {
     let text = std::fs::read_to_string(path).map_err(|error| TrainerError::io(path, error))?;
@@ -114,13 +122,8 @@ fn check_replay_names(
                 ),
             ));
         }
-        if tensor.dtype().is_float() {
-            if let Some(index) = tensor.to_f64_vec().iter().position(|value| !value.is_finite()) {
-                tracing::warn!(
-                    "{}: `{name}` holds a non-finite value at flat index {index}",
-                    args.input.display()
-                );
-            }
+        if let Some((index, value)) = tensors::first_non_finite(tensor) {
+            tracing::warn!("{}: `{name}` holds {value} at flat index {index}", args.input.display());
         }
     }
     let last = format!("grads/{}/{}", args.steps - 1, params[0].0);
@@ -184,9 +187,7 @@ pub fn replay(args: &ReplayArgs) -> Result<(usize, usize)> {
     let specs: Vec<ParamSpec> =
         params.iter().map(|(name, t)| ParamSpec::new(name.clone(), t.dtype(), t.dims())).collect();
     let update = optimizer.update_function(&specs)?;
-    choose_multi_output_fusion(update.single_pass)?;
-    let plugin = Plugin::load(&args.plugin)?;
-    let client = Client::new(&plugin, &ClientOptions::default())?;
+    let client = update_client(&update, &args.plugin)?;
     let program = Program::compile(&client, &update.function)?;
     let host_params: Vec<HostTensor> = params.iter().map(|(_, t)| t.clone()).collect();
     let initial_state = optimizer.initial_state(&update.state, &host_params)?;

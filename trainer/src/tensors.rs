@@ -40,6 +40,30 @@ fn from_dtype(dtype: DType) -> Dtype {
     }
 }
 
+/// The first NaN or infinite element of a float tensor: its flat index and value. Reads the
+/// exponent bits in place, so a multi-gigabyte tensor is not copied.
+pub(crate) fn first_non_finite(tensor: &HostTensor) -> Option<(usize, f64)> {
+    let dtype = tensor.dtype();
+    if !dtype.is_float() {
+        return None;
+    }
+    let size = dtype.size_in_bytes();
+    tensor.bytes().chunks_exact(size).enumerate().find_map(|(index, element)| {
+        let finite = match dtype {
+            DType::F16 => u16::from_ne_bytes([element[0], element[1]]) & 0x7c00 != 0x7c00,
+            DType::BF16 => u16::from_ne_bytes([element[0], element[1]]) & 0x7f80 != 0x7f80,
+            DType::F32 => f32::from_ne_bytes(element.try_into().ok()?).is_finite(),
+            DType::F64 => f64::from_ne_bytes(element.try_into().ok()?).is_finite(),
+            _ => true,
+        };
+        if finite {
+            return None;
+        }
+        let value = HostTensor::from_bytes(dtype, &[], element.to_vec()).ok()?.to_f64_vec()[0];
+        Some((index, value))
+    })
+}
+
 /// Every tensor of a safetensors file, in the file's (sorted) order.
 pub fn read(path: &Path) -> Result<Vec<(String, HostTensor)>> {
     let bytes = std::fs::read(path).map_err(|error| TrainerError::io(path, error))?;
@@ -210,6 +234,22 @@ pub fn write(path: &Path, tensors: &[(String, HostTensor)]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finds_the_first_non_finite_element_of_each_float_type() {
+        let f32_tensor = HostTensor::from_slice(&[3], &[1.0f32, f32::INFINITY, f32::NAN]).unwrap();
+        assert_eq!(first_non_finite(&f32_tensor), Some((1, f64::INFINITY)));
+        let f64_tensor = HostTensor::from_slice(&[2], &[0.0f64, f64::NAN]).unwrap();
+        assert!(matches!(first_non_finite(&f64_tensor), Some((1, value)) if value.is_nan()));
+        let bf16 = HostTensor::from_slice(&[2], &[half::bf16::MAX, half::bf16::NEG_INFINITY]).unwrap();
+        assert_eq!(first_non_finite(&bf16), Some((1, f64::NEG_INFINITY)));
+        let f16 = HostTensor::from_slice(&[2], &[half::f16::MAX, half::f16::NAN]).unwrap();
+        assert!(matches!(first_non_finite(&f16), Some((1, value)) if value.is_nan()));
+        let finite = HostTensor::from_slice(&[2], &[half::bf16::MIN, half::bf16::MIN_POSITIVE]).unwrap();
+        assert_eq!(first_non_finite(&finite), None);
+        // Integer bit patterns that would be NaN as floats are fine.
+        assert_eq!(first_non_finite(&HostTensor::from_slice(&[1], &[u32::MAX]).unwrap()), None);
+    }
 
     /// A safetensors file of `header` (JSON) and `data`.
     fn file(header: &str, data: &[u8]) -> Vec<u8> {
