@@ -38,6 +38,16 @@ pub struct TokenizedSplit {
     pub files_tokenized: usize,
 }
 
+/// The file of a split's directory that lists its shards, written last.
+pub const MANIFEST_FILE: &str = "manifest.json";
+
+impl TokenizedSplit {
+    /// The split's `manifest.json`.
+    pub fn manifest_path(&self) -> PathBuf {
+        self.directory.join(MANIFEST_FILE)
+    }
+}
+
 /// `manifest.json`: the split's totals and its shards in order.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -94,7 +104,7 @@ pub fn tokenize_split(
     let fingerprint = tokenizer.fingerprint();
     let key = cache_key(&inputs, &config.text_key, &fingerprint);
     let directory = config.cache_dir.join(format!("{split}-{key}"));
-    let manifest_path = directory.join("manifest.json");
+    let manifest_path = directory.join(MANIFEST_FILE);
     if manifest_path.is_file() {
         let manifest = read_json::<Manifest>(&manifest_path)?;
         tracing::info!(

@@ -37,7 +37,7 @@ impl Dataset {
         let cached = split.manifest.vocab_size;
         if cached > vocab_size {
             return Err(TrainerError::data(
-                split.directory.join("manifest.json"),
+                split.manifest_path(),
                 format!(
                     "vocab_size is {cached}, more than the model's vocab_size of {vocab_size} (the \
                      vocabulary of data.tokenizer): the cache was built with another tokenizer or is \
@@ -86,7 +86,7 @@ impl Dataset {
                         "its token at index {index} is id {id}, outside the vocabulary of {} ids that \
                          {} records; the shard is corrupt: delete {} to tokenize again",
                         manifest.vocab_size,
-                        split.directory.join("manifest.json").display(),
+                        split.manifest_path().display(),
                         split.directory.display()
                     ),
                 ));
@@ -177,7 +177,7 @@ fn first_id_at_or_above(tokens: &[u8], width: usize, limit: i64) -> Option<(usiz
 /// allocation of its made-up size.
 fn checked_size(split: &TokenizedSplit) -> Result<usize> {
     let manifest = &split.manifest;
-    let manifest_path = split.directory.join("manifest.json");
+    let manifest_path = split.manifest_path();
     let corrupt = |what: String| {
         TrainerError::data(
             &manifest_path,
@@ -223,7 +223,7 @@ fn shard_size_error(split: &TokenizedSplit, shard: &Shard, size: u64) -> Trainer
              tokenize again",
             shard.num_tokens,
             split.manifest.token_width,
-            split.directory.join("manifest.json").display(),
+            split.manifest_path().display(),
             split.directory.display()
         ),
     )
