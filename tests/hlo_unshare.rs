@@ -72,18 +72,25 @@ fn fewer_than_two_elementwise_outputs_are_left_alone() {
     assert!(!text.contains("optimization_barrier"), "{text}");
 }
 
-#[test]
-fn an_output_scaled_by_a_reduction_of_another_stays_shared() {
-    // Adafactor's shape: `p` is scaled by the RMS of `u`, computed from the new state `v`.
-    let b = Builder::new("entangled");
+/// Adafactor's shape on `b`: the new parameter `p - u / rms(u)` is scaled by the RMS of `u`,
+/// computed from the new state `v`. Returns the gradient, the parameter, `u`, the new state and
+/// the new parameter.
+fn entangled_pair(b: &Builder) -> [Value; 5] {
     let g = b.param("g", DType::F32, &[N]);
     let v = b.param("v", DType::F32, &[N]);
     let p = b.param("p", DType::F32, &[N]);
-    let count = b.param("count", DType::F32, &[]);
     let new_v = &(&v * 0.9) + &(&(&g * &g) * 0.1);
     let u = &g / &new_v.sqrt();
     let rms = (&u * &u).reduce_mean(&[0]).sqrt();
     let new_p = &p - &(&u / &rms.broadcast_to(&[N]));
+    [g, p, u, new_v, new_p]
+}
+
+#[test]
+fn an_output_scaled_by_a_reduction_of_another_stays_shared() {
+    let b = Builder::new("entangled");
+    let [_, p, u, new_v, new_p] = entangled_pair(&b);
+    let count = b.param("count", DType::F32, &[]);
     let outputs = [new_p, new_v.clone(), &count + 1.0];
     assert!(!is_single_pass(&outputs));
     let outputs = unshare_elementwise(&outputs);
@@ -96,14 +103,8 @@ fn an_output_scaled_by_a_reduction_of_another_stays_shared() {
 #[test]
 fn entangled_outputs_stay_shared_while_the_others_are_copied() {
     let b = Builder::new("partly");
-    let g = b.param("g", DType::F32, &[N]);
-    let v = b.param("v", DType::F32, &[N]);
-    let p = b.param("p", DType::F32, &[N]);
+    let [g, _, _, new_v, new_p] = entangled_pair(&b);
     let (w1, w2) = (b.param("w1", DType::F32, &[N]), b.param("w2", DType::F32, &[N]));
-    let new_v = &(&v * 0.9) + &(&g * 0.1);
-    let u = &g / &new_v.sqrt();
-    let rms = (&u * &u).reduce_mean(&[0]).sqrt();
-    let new_p = &p - &(&u / &rms.broadcast_to(&[N]));
     // Two more outputs reading `g` but sharing no computation with the entangled pair.
     let shared = (&g * 3.0).tanh();
     let (new_w1, new_w2) = (&w1 - &shared, &w2 + &shared);
